@@ -1,0 +1,42 @@
+"""Per-token sample records (table `tokens`): what the Forking-tokens and Thoughts pages show.
+
+Convention: the row for position t describes token x_t and the distribution that predicted
+it, p(· | x_<t): its entropy, the NLL and probability of x_t. Position 0 has no prediction.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lab.entropy import token_entropy
+
+
+def token_texts(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's own text (leading spaces kept), for display."""
+    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+
+
+def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, sample: int,
+                     rho: float = 0.2, extra: list[dict] | None = None) -> list[dict[str, Any]]:
+    """Rows for one sequence. ids [T], logits [T, V] where logits[t] predicts ids[t+1].
+    `forking` marks the top-rho entropy tokens of this sequence."""
+    ids = ids.detach().cpu()
+    logits = logits.detach().float().cpu()
+    ent = token_entropy(logits[:-1])
+    logp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, ids[1:, None])[:, 0]
+    k = max(1, int(round(rho * ent.numel()))) if ent.numel() else 0
+    threshold = torch.topk(ent, k).values.min().item() if k else float("inf")
+    texts = token_texts(tokenizer, ids.tolist())
+    rows = []
+    for t, (tid, text) in enumerate(zip(ids.tolist(), texts)):
+        row: dict[str, Any] = {"sample": sample, "position": t, "token_id": tid, "token": text,
+                               "entropy": None, "nll": None, "prob": None, "forking": False}
+        if t > 0:
+            e, lp = ent[t - 1].item(), logp[t - 1].item()
+            row.update(entropy=e, nll=-lp, prob=float(torch.tensor(lp).exp()),
+                       forking=e >= threshold)
+        if extra and t < len(extra) and extra[t]:
+            row["extra"] = extra[t]
+        rows.append(row)
+    return rows

@@ -1,0 +1,361 @@
+"""The run store: one DuckDB file (default data/lab.duckdb) shared by jobs and the dashboard.
+
+DuckDB allows one read-write process or several read-only ones, never both (design.md).
+So no process keeps the file open: every access is a short session under a cross-process
+file lock (`lab.duckdb.lock`), exclusive for writers and shared for readers. Jobs buffer
+their rows and write them in one transaction every couple of seconds, so a job killed at
+any moment loses at most its unflushed buffer, and the file stays consistent (DuckDB's WAL
+replays committed transactions and drops the rest).
+
+Public SQL interface (documented in README.md): tables `runs`, `metrics`, `tokens`,
+`thoughts`, `evals`, `eval_items`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import duckdb
+import pandas as pd
+
+from lab.errors import LabError
+
+DB_NAME = "lab.duckdb"
+ACTIVE = ("queued", "running")
+STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS runs (
+        id VARCHAR PRIMARY KEY, name VARCHAR, objective VARCHAR, kind VARCHAR DEFAULT 'train',
+        status VARCHAR, model VARCHAR, corpus VARCHAR, config VARCHAR,
+        created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, heartbeat_at TIMESTAMP,
+        step INTEGER DEFAULT 0, max_steps INTEGER, error VARCHAR, git_commit VARCHAR,
+        versions VARCHAR, command VARCHAR, pid INTEGER, worker_pid INTEGER, device VARCHAR,
+        log_path VARCHAR, tags VARCHAR DEFAULT '', notes VARCHAR DEFAULT '',
+        experiment VARCHAR DEFAULT '', attempts INTEGER DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS metrics (
+        run_id VARCHAR, step INTEGER, name VARCHAR, value DOUBLE,
+        wall_time DOUBLE, flops DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        run_id VARCHAR, step INTEGER, sample INTEGER, position INTEGER, token_id INTEGER,
+        token VARCHAR, entropy DOUBLE, nll DOUBLE, prob DOUBLE, forking BOOLEAN, extra VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS thoughts (
+        run_id VARCHAR, step INTEGER, sample INTEGER, position INTEGER, idx INTEGER,
+        kind VARCHAR, text VARCHAR, n_tokens INTEGER, reward DOUBLE, advantage DOUBLE,
+        weight DOUBLE, base_nll DOUBLE, mixed_nll DOUBLE, prediction VARCHAR, target VARCHAR,
+        extra VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS evals (
+        id VARCHAR, run_id VARCHAR, model VARCHAR, benchmark VARCHAR, mode VARCHAR,
+        n_items INTEGER, score DOUBLE, stderr DOUBLE, created_at TIMESTAMP, config VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS eval_items (
+        eval_id VARCHAR, item_id VARCHAR, correct DOUBLE, prediction VARCHAR, target VARCHAR,
+        extra VARCHAR)""",
+    "CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id)",
+    "CREATE INDEX IF NOT EXISTS tokens_run ON tokens(run_id)",
+    "CREATE INDEX IF NOT EXISTS thoughts_run ON thoughts(run_id)",
+]
+
+TABLE_COLUMNS = {
+    "metrics": ["run_id", "step", "name", "value", "wall_time", "flops"],
+    "tokens": ["run_id", "step", "sample", "position", "token_id", "token", "entropy", "nll",
+               "prob", "forking", "extra"],
+    "thoughts": ["run_id", "step", "sample", "position", "idx", "kind", "text", "n_tokens",
+                 "reward", "advantage", "weight", "base_nll", "mixed_nll", "prediction",
+                 "target", "extra"],
+    "eval_items": ["eval_id", "item_id", "correct", "prediction", "target", "extra"],
+}
+RUN_FIELDS = {"name", "objective", "kind", "status", "model", "corpus", "config", "started_at",
+              "finished_at", "heartbeat_at", "step", "max_steps", "error", "git_commit",
+              "versions", "command", "pid", "worker_pid", "device", "log_path", "tags", "notes",
+              "experiment", "attempts"}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+class Store:
+    """Short, locked DuckDB sessions on `<data_dir>/lab.duckdb`."""
+
+    def __init__(self, data_dir: str | Path = "data") -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_NAME
+        self.lock_path = self.data_dir / (DB_NAME + ".lock")
+        self._ready = False
+
+    # ---- sessions --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as e:
+            msg = str(e)
+            if "not a valid DuckDB database" in msg or "Could not read" in msg or \
+                    "invalid" in msg.lower() or "Serialization" in msg:
+                raise LabError(f"{self.path} is not a readable DuckDB database ({msg.splitlines()[0]}). "
+                               "Move it aside or point --data-dir at another folder.") from e
+            raise
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An exclusive read-write session inside one transaction."""
+        with self._locked(exclusive=True):
+            con = self._connect(read_only=False)
+            try:
+                if not self._ready:
+                    for stmt in SCHEMA:
+                        con.execute(stmt)
+                    self._ready = True
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.close()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A shared read-only session (creates the database first if needed)."""
+        if not self.path.exists() or not self._ready:
+            with self.write():
+                pass
+        with self._locked(exclusive=False):
+            con = self._connect(read_only=True)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Run one parameterised read query and return a DataFrame."""
+        with self.read() as con:
+            return con.execute(sql, list(params)).df()
+
+    def init(self) -> "Store":
+        with self.write():
+            pass
+        return self
+
+    # ---- runs ------------------------------------------------------------------------
+    def create_run(self, *, config: dict, status: str = "queued", kind: str = "train",
+                   command: str = "", run_id: str | None = None) -> str:
+        run_id = run_id or new_run_id()
+        with self.write() as con:
+            con.execute(
+                """INSERT INTO runs (id, name, objective, kind, status, model, corpus, config,
+                   created_at, max_steps, experiment, command, git_commit, versions)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [run_id, config.get("name") or "", config.get("objective", ""), kind, status,
+                 config.get("model", ""), config.get("corpus", ""), json.dumps(config, sort_keys=True),
+                 now(), config.get("max_steps"), config.get("experiment", ""), command,
+                 git_commit(), json.dumps(package_versions())])
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        bad = set(fields) - RUN_FIELDS
+        if bad:
+            raise ValueError(f"unknown run fields {bad}")
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)   # names from RUN_FIELDS only
+        with self.write() as con:
+            con.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*fields.values(), run_id])
+
+    def set_status_if(self, run_id: str, allowed: Sequence[str], **fields: Any) -> bool:
+        """Update only while the run's status is one of `allowed` (atomic under the lock)."""
+        bad = set(fields) - RUN_FIELDS
+        if bad:
+            raise ValueError(f"unknown run fields {bad}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        marks = ", ".join("?" for _ in allowed)
+        with self.write() as con:
+            n = con.execute(f"UPDATE runs SET {cols} WHERE id = ? AND status IN ({marks}) RETURNING id",
+                            [*fields.values(), run_id, *allowed]).fetchall()
+        return bool(n)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        df = self.query("SELECT * FROM runs WHERE id = ?", [run_id])
+        return None if df.empty else _clean(df.iloc[0].to_dict())
+
+    def require_run(self, run_id: str) -> dict[str, Any]:
+        run = self.get_run(run_id)
+        if run is None:
+            raise LabError(f"No run with id {run_id!r} in {self.path}. `python -m lab runs` lists them.")
+        return run
+
+    def list_runs(self, kind: str | None = "train") -> pd.DataFrame:
+        if kind:
+            return self.query("SELECT * FROM runs WHERE kind = ? ORDER BY created_at DESC", [kind])
+        return self.query("SELECT * FROM runs ORDER BY created_at DESC")
+
+    def active_runs(self) -> pd.DataFrame:
+        return self.query("SELECT * FROM runs WHERE status IN ('queued', 'running')")
+
+    def delete_run(self, run_id: str) -> None:
+        with self.write() as con:
+            for table in ("metrics", "tokens", "thoughts"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM eval_items WHERE eval_id IN (SELECT id FROM evals WHERE run_id = ?)", [run_id])
+            con.execute("DELETE FROM evals WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+    def truncate_after(self, run_id: str, step: int) -> None:
+        """Drop rows logged after `step` (used when resuming from that step's checkpoint)."""
+        with self.write() as con:
+            for table in ("metrics", "tokens", "thoughts"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, step])
+
+    # ---- logging ---------------------------------------------------------------------
+    def append(self, rows: dict[str, list[dict[str, Any]]], run_update: dict[str, Any] | None = None,
+               run_id: str | None = None) -> None:
+        """Insert rows into several tables (and update the run) in one transaction."""
+        with self.write() as con:
+            for table, items in rows.items():
+                if items:
+                    _insert(con, table, items)
+            if run_update and run_id:
+                cols = ", ".join(f"{k} = ?" for k in run_update if k in RUN_FIELDS)
+                con.execute(f"UPDATE runs SET {cols} WHERE id = ?",
+                            [v for k, v in run_update.items() if k in RUN_FIELDS] + [run_id])
+
+    # ---- reads for the pages ---------------------------------------------------------
+    def metrics(self, run_ids: Sequence[str], names: Sequence[str] | None = None) -> pd.DataFrame:
+        if not run_ids:
+            return pd.DataFrame(columns=TABLE_COLUMNS["metrics"])
+        marks = ", ".join("?" for _ in run_ids)
+        sql = f"SELECT * FROM metrics WHERE run_id IN ({marks})"
+        params: list[Any] = list(run_ids)
+        if names:
+            sql += f" AND name IN ({', '.join('?' for _ in names)})"
+            params += list(names)
+        return self.query(sql + " ORDER BY run_id, name, step", params)
+
+    def metric_names(self, run_ids: Sequence[str]) -> list[str]:
+        if not run_ids:
+            return []
+        marks = ", ".join("?" for _ in run_ids)
+        df = self.query(f"SELECT DISTINCT name FROM metrics WHERE run_id IN ({marks}) ORDER BY name",
+                        list(run_ids))
+        return df["name"].tolist()
+
+    def sample_steps(self, run_id: str, table: str = "tokens") -> list[int]:
+        assert table in ("tokens", "thoughts")
+        df = self.query(f"SELECT DISTINCT step FROM {table} WHERE run_id = ? ORDER BY step", [run_id])
+        return df["step"].tolist()
+
+    def samples_at(self, run_id: str, step: int, table: str = "tokens") -> list[int]:
+        assert table in ("tokens", "thoughts")
+        df = self.query(f"SELECT DISTINCT sample FROM {table} WHERE run_id = ? AND step = ? ORDER BY sample",
+                        [run_id, step])
+        return df["sample"].tolist()
+
+    def tokens(self, run_id: str, step: int | None = None, sample: int | None = None) -> pd.DataFrame:
+        sql, params = "SELECT * FROM tokens WHERE run_id = ?", [run_id]
+        if step is not None:
+            sql, params = sql + " AND step = ?", params + [step]
+        if sample is not None:
+            sql, params = sql + " AND sample = ?", params + [sample]
+        return self.query(sql + " ORDER BY step, sample, position", params)
+
+    def thoughts(self, run_id: str, step: int | None = None, sample: int | None = None) -> pd.DataFrame:
+        sql, params = "SELECT * FROM thoughts WHERE run_id = ?", [run_id]
+        if step is not None:
+            sql, params = sql + " AND step = ?", params + [step]
+        if sample is not None:
+            sql, params = sql + " AND sample = ?", params + [sample]
+        return self.query(sql + " ORDER BY step, sample, position, idx", params)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, items: list[dict[str, Any]]) -> None:
+    cols = TABLE_COLUMNS[table]
+    data = {c: [_cell(it.get(c)) for it in items] for c in cols}
+    df = pd.DataFrame(data, columns=cols)
+    con.register("_incoming", df)
+    try:
+        con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return v
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        try:
+            if pd.isna(v):
+                v = None
+        except (TypeError, ValueError):
+            pass
+        out[k] = v
+    return out
+
+
+_GIT: str | None = None
+
+
+def git_commit() -> str:
+    """The project's git commit (with '+dirty' when the tree has changes), read once."""
+    global _GIT
+    if _GIT is None:
+        import subprocess
+        root = Path(__file__).resolve().parent.parent
+        try:
+            sha = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
+                                 text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+            _GIT = (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+        except (OSError, subprocess.SubprocessError):
+            _GIT = "unknown"
+    return _GIT
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "accelerate", "duckdb", "streamlit"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25) -> bool:
+    """Poll `predicate` until true or timeout (used by the CLI follow mode and tests)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
