@@ -51,3 +51,14 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     which would silently shrink the step by 1/rho)."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def nll_and_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position NLL of `targets` (differentiable) and entropy (detached) from ONE
+    log-softmax over the full vocabulary, instead of one for the loss and one for the stats."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        lp = logp.detach()
+        ent = -(lp.exp() * lp).sum(-1)
+    return nll, ent

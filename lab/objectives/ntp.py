@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from lab.entropy import entropy_stats, forking_mask, masked_mean, token_entropy
+from lab.entropy import entropy_stats, forking_mask, masked_mean, nll_and_entropy
 from lab.flops import train_flops
 from lab.objectives.base import NoParams, Objective, StepOutput
 from lab.records import sequence_records
@@ -28,10 +27,7 @@ class NTP(Objective):
         logits = self.model(input_ids=ids, attention_mask=attn).logits[:, :-1]
         targets = ids[:, 1:]
         valid = attn[:, 1:].bool()
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                              reduction="none").view_as(targets)
-        with torch.no_grad():
-            ent = token_entropy(logits)
+        nll, ent = nll_and_entropy(logits, targets)
         selected = forking_mask(ent, valid, self.cfg.rho)
         loss = masked_mean(nll, selected)
         metrics = {"nll": masked_mean(nll.detach(), valid).item(),

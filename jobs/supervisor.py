@@ -1,0 +1,144 @@
+"""The first process of every job: waits for a device slot (the queue), launches the worker
+through `accelerate launch` with explicit flags, and records how it ended.
+
+Slots are `flock`ed files under <data_dir>/slots: one per GPU, and THOUGHTLAB_CPU_JOBS
+(default 1) for CPU jobs. A lock dies with its holder, so a killed job never blocks the queue.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.manager import ROOT, _child_env, gpu_count, read_log_tail
+from lab.store import ACTIVE, Store, now
+
+CANCELLED = False
+
+
+def _on_term(signum, frame) -> None:  # noqa: ARG001
+    global CANCELLED
+    CANCELLED = True
+
+
+def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Store, run_id: str) -> list[int]:
+    """Block until `count` of the `total` slots of `kind` are free; return their fds."""
+    folder = data_dir / "slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    last_beat = 0.0
+    while True:
+        held = []
+        for i in range(total):
+            fd = os.open(folder / f"{kind}-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append((i, fd))
+                if len(held) == count:
+                    return [fd for _, fd in held], [i for i, _ in held]
+            except BlockingIOError:
+                os.close(fd)
+        for _, fd in held:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        if CANCELLED:
+            return None, None
+        if time.monotonic() - last_beat > 5:
+            store.update_run(run_id, heartbeat_at=now())
+            last_beat = time.monotonic()
+        time.sleep(1.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_command(run: dict, cfg: dict, data_dir: Path, n_gpus: int) -> list[str]:
+    tail = ["-m", "jobs.worker", run["id"], "--data-dir", str(data_dir)]
+    if run.get("kind") != "train":
+        return [sys.executable] + tail
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
+              "--dynamo_backend", "no"]
+    if n_gpus == 0:
+        mp = cfg.get("mixed_precision", "no")
+        launch += ["--cpu", "--num_processes", "1", "--mixed_precision", "bf16" if mp == "bf16" else "no"]
+    else:
+        launch += ["--num_processes", str(n_gpus), "--mixed_precision", cfg.get("mixed_precision", "no"),
+                   "--main_process_port", str(_free_port())]
+        if n_gpus > 1:
+            launch += ["--multi_gpu"]
+    return launch + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_id")
+    ap.add_argument("--data-dir", default="data")
+    args = ap.parse_args(argv)
+    data_dir = Path(args.data_dir)
+    store = Store(data_dir)
+    signal.signal(signal.SIGTERM, _on_term)
+    run = store.require_run(args.run_id)
+    cfg = json.loads(run["config"] or "{}")
+    device = cfg.get("device", "auto")
+    n_available = gpu_count() if device in ("auto", "gpu") else 0
+    n_gpus = min(int(cfg.get("num_gpus", 1) or 1), n_available) if n_available else 0
+    if n_gpus:
+        fds, slots = acquire_slots(data_dir, "gpu", n_gpus, n_available, store, args.run_id)
+    else:
+        total = max(1, int(os.environ.get("THOUGHTLAB_CPU_JOBS", "1")))
+        fds, slots = acquire_slots(data_dir, "cpu", 1, total, store, args.run_id)
+    if fds is None:
+        store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now(),
+                            error="cancelled while queued")
+        return 0
+    cmd = worker_command(run, cfg, data_dir, n_gpus)
+    env = _child_env()
+    if n_gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(),
+                                  heartbeat_at=now(), attempts=int(run.get("attempts") or 0) + 1)
+    if not started or CANCELLED:
+        store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now())
+        return 0
+    print(f"[supervisor] slot {slots}; launching: {' '.join(cmd)}", flush=True)
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    while child.poll() is None:
+        try:
+            child.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+    rc = child.returncode
+    if CANCELLED:
+        store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now(),
+                            error="cancelled by the user")
+    elif rc != 0:
+        store.set_status_if(args.run_id, ACTIVE, status="failed", finished_at=now(),
+                            error=describe_exit(rc) + "\n" + read_log_tail(run.get("log_path"), 5))
+    else:
+        store.set_status_if(args.run_id, ACTIVE, status="finished", finished_at=now())
+    print(f"[supervisor] worker exited with {rc}", flush=True)
+    return 0
+
+
+def describe_exit(rc: int) -> str:
+    if rc < 0 or rc > 128:
+        sig = -rc if rc < 0 else rc - 128
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        hint = " (the out-of-memory killer or `kill -9`)" if sig == signal.SIGKILL else ""
+        return f"The worker was killed by signal {name}{hint}."
+    return f"The worker exited with code {rc}."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

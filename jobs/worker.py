@@ -1,0 +1,88 @@
+"""The process that does a job's work (started by the supervisor via `accelerate launch`).
+It owns the run's status while it runs: finished, failed (with a message for the user) or
+cancelled (SIGTERM)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from lab.errors import LabError
+from lab.store import ACTIVE, Store, now
+
+
+class Cancelled(BaseException):
+    """Raised from the SIGTERM handler so the job stops at once, wherever it is."""
+
+
+def _on_term(signum, frame):  # noqa: ARG001
+    raise Cancelled()
+
+
+def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
+    while not stop.wait(5.0):
+        try:
+            store.update_run(run_id, heartbeat_at=now())
+        except Exception:  # noqa: BLE001 - a missed heartbeat is harmless
+            pass
+
+
+def run_job(store: Store, run: dict) -> None:
+    cfg = json.loads(run["config"])
+    if run.get("kind") == "eval":
+        from lab.evaluation import EvalSpec, run_eval
+        run_eval(EvalSpec(**cfg), store, eval_id=run["id"])
+        return
+    from lab.config import RunConfig
+    from lab.train import train
+    train(RunConfig.from_dict(cfg), run["id"], store)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_id")
+    ap.add_argument("--data-dir", default="data")
+    args = ap.parse_args(argv)
+    store = Store(args.data_dir)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    run = store.require_run(args.run_id)
+    signal.signal(signal.SIGTERM, _on_term)
+    stop = threading.Event()
+    if main_rank:
+        store.update_run(args.run_id, worker_pid=os.getpid(), heartbeat_at=now())
+        threading.Thread(target=_heartbeat, args=(store, args.run_id, stop), daemon=True).start()
+    status, error, code = "finished", None, 0
+    try:
+        run_job(store, run)
+    except Cancelled:
+        status, error, code = "cancelled", "cancelled by the user", 0
+    except LabError as e:
+        status, error, code = "failed", str(e), 1
+    except Exception as e:  # noqa: BLE001 - every crash becomes a readable failed run
+        traceback.print_exc()
+        status, error, code = "failed", _explain(e), 1
+    finally:
+        stop.set()
+    if main_rank:
+        store.set_status_if(args.run_id, ACTIVE, status=status, error=error, finished_at=now())
+    print(f"[worker] {status}" + (f": {error}" if error else ""), flush=True)
+    return code
+
+
+def _explain(e: Exception) -> str:
+    import torch
+    text = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return ("Out of memory: " + text + ". Lower batch_size or seq_len (or the thought length), "
+                "or use a GPU with more memory.")
+    if "CUDA" in str(e):
+        return "CUDA error: " + text + ". See the job log for the full traceback."
+    return text + " (an unexpected error: the full traceback is in the job log)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

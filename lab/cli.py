@@ -1,0 +1,186 @@
+"""Command line: `python -m lab train|runs|show|cancel|resume|eval ...`.
+
+Every command prints a clear one-paragraph message and exits non-zero on bad input; no
+traceback is the only output.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from typing import Any
+
+from lab.config import PRESETS, RunConfig, load_config_file
+from lab.errors import LabError
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of settings (flags override it)")
+    p.add_argument("--preset", choices=list(PRESETS), help="start from a named preset")
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "params":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, default=None, help=f"(default {f.default!r})")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="objective setting, e.g. --param n_ahead=8 (repeatable)")
+    p.add_argument("--detach", action="store_true", help="print the run id and return at once")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = {}
+    if args.preset:
+        values.update(PRESETS[args.preset])
+    if args.config:
+        values.update(load_config_file(args.config))
+    for f in dataclasses.fields(RunConfig):
+        v = getattr(args, f.name, None)
+        if v is not None and f.name != "params":
+            values[f.name] = v
+    params = dict(values.get("params") or {})
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"--param {item!r}: use KEY=VALUE, e.g. --param n_ahead=8")
+        params[key.strip()] = _parse_value(raw)
+    values["params"] = params
+    return RunConfig.from_dict(values)
+
+
+def _parse_value(raw: str) -> Any:
+    import yaml
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jobs.manager import submit
+    cfg = config_from_args(args)
+    command = shlex.join(["python", "-m", "lab"] + sys.argv[1:]) if sys.argv[1:] else None
+    run_id = submit(cfg, args.data_dir, command=command)
+    print(run_id, flush=True)
+    if args.detach:
+        return 0
+    return follow(run_id, args.data_dir)
+
+
+def follow(run_id: str, data_dir: str) -> int:
+    """Show a progress bar until the run ends; Ctrl-C detaches (the job keeps running)."""
+    from jobs.manager import reap
+    from lab.progress import Progress
+    from lab.store import ACTIVE, Store
+    store = Store(data_dir)
+    bar = None
+    try:
+        while True:
+            reap(data_dir)
+            run = store.require_run(run_id)
+            total = int(run.get("max_steps") or 1)
+            if run["status"] == "running":
+                bar = bar or Progress(f"run {run_id}", total=total)
+                bar.update(int(run.get("step") or 0), "")
+            if run["status"] not in ACTIVE:
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print(f"\nDetached; the job goes on. Watch it with `python -m lab show {run_id}`.")
+        return 130
+    if bar:
+        bar.update(int(run.get("step") or 0))
+        sys.stderr.write("\n")
+    if run["status"] == "finished":
+        print(f"run {run_id} finished: {run.get('step')} steps. Rows are in {store.path}.")
+        return 0
+    print(f"run {run_id} {run['status']}: {run.get('error') or ''}".rstrip(), file=sys.stderr)
+    return 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from jobs.manager import reap
+    from lab.store import Store
+    reap(args.data_dir)
+    df = Store(args.data_dir).list_runs(kind=None if args.all else "train")
+    if df.empty:
+        print("no runs yet")
+        return 0
+    for r in df.to_dict("records"):
+        print(f"{r['id']}  {(r['name'] or '-')[:28]:<28}  {r['objective']:<10}  {r['status']:<9}  "
+              f"step {int(r['step'] or 0)}/{int(r['max_steps'] or 0)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from jobs.manager import read_log_tail, reap
+    from lab.store import Store
+    reap(args.data_dir)
+    store = Store(args.data_dir)
+    run = store.require_run(args.run_id)
+    for k in ("id", "name", "objective", "model", "corpus", "status", "step", "max_steps",
+              "device", "created_at", "started_at", "finished_at", "git_commit", "command", "error"):
+        print(f"{k:>12}: {run.get(k)}")
+    print("--- log tail ---")
+    print(read_log_tail(run.get("log_path"), args.lines))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from jobs.manager import cancel
+    ok = cancel(args.run_id, args.data_dir)
+    print(f"cancelling {args.run_id}" if ok else f"run {args.run_id} is not queued or running")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from jobs.manager import resume
+    run_id = resume(args.run_id, args.data_dir)
+    print(run_id, flush=True)
+    return 0 if args.detach else follow(run_id, args.data_dir)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lab.evaluation import cli_main
+    from lab.store import Store
+    return cli_main(args, Store(args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m lab", description="ThoughtLab command line")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--data-dir", default="data", help="folder of lab.duckdb and run files")
+        p.set_defaults(fn=fn)
+        return p
+
+    _add_train_args(add("train", cmd_train, "launch a training job (waits unless --detach)"))
+    add("runs", cmd_runs, "list runs").add_argument("--all", action="store_true", help="include eval jobs")
+    p = add("show", cmd_show, "show one run and its log tail")
+    p.add_argument("run_id")
+    p.add_argument("--lines", type=int, default=20)
+    add("cancel", cmd_cancel, "cancel a queued or running job").add_argument("run_id")
+    p = add("resume", cmd_resume, "resume a stopped run from its last checkpoint")
+    p.add_argument("run_id")
+    p.add_argument("--detach", action="store_true")
+    p = add("eval", cmd_eval, "evaluate a model or run on a benchmark")
+    try:
+        from lab.evaluation import add_cli_args
+        add_cli_args(p)
+    except ImportError:
+        pass
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,44 @@
+"""Buffered logging from a training job into the store.
+
+Rows are kept in memory and written in one transaction every `flush_every` seconds (and
+before checkpoints and at the end), so a job writes a few short sessions instead of one per
+row. A job killed with SIGKILL loses at most the rows since its last flush.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lab.store import Store, now
+
+
+class RunLogger:
+    def __init__(self, store: Store, run_id: str, flush_every: float = 2.0, enabled: bool = True):
+        self.store, self.run_id, self.flush_every, self.enabled = store, run_id, flush_every, enabled
+        self.rows: dict[str, list[dict[str, Any]]] = {"metrics": [], "tokens": [], "thoughts": []}
+        self.last_flush = time.monotonic()
+        self.step = 0
+
+    def metrics(self, step: int, values: dict[str, float], wall_time: float, flops: float) -> None:
+        self.step = step
+        for name, value in values.items():
+            if value is None:
+                continue
+            self.rows["metrics"].append({"run_id": self.run_id, "step": step, "name": name,
+                                         "value": float(value), "wall_time": wall_time, "flops": flops})
+
+    def records(self, table: str, step: int, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self.rows[table].append({**r, "run_id": self.run_id, "step": step})
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self.last_flush >= self.flush_every:
+            self.flush()
+
+    def flush(self, **run_update: Any) -> None:
+        if not self.enabled:
+            return
+        update = {"heartbeat_at": now(), "step": self.step, **run_update}
+        self.store.append(self.rows, run_update=update, run_id=self.run_id)
+        self.rows = {k: [] for k in self.rows}
+        self.last_flush = time.monotonic()

@@ -1,0 +1,175 @@
+"""The one training loop, shared by every objective (objective-agnostic, accelerate-based).
+
+Data flow: corpus -> packed windows -> objective.step(batch) -> loss/metrics/records ->
+accelerator.backward -> optimizer -> RunLogger (buffered rows into DuckDB) and checkpoints.
+Runs on CPU, one GPU or several GPUs depending on how `accelerate launch` started it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lab.checkpoint import (latest_checkpoint, load_checkpoint_state, load_model_weights,
+                            save_checkpoint)
+from lab.config import RunConfig
+from lab.corpora import load_documents, pack
+from lab.errors import LabError
+from lab.models import load_model
+from lab.objectives import get_objective
+from lab.runlog import RunLogger
+from lab.store import Store
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    checkpoint: Path | None
+
+
+def batch_indices(n_windows: int, step: int, micro: int, batch_size: int, grad_accum: int,
+                  seed: int) -> torch.Tensor:
+    """Window indices for (step, micro-batch): epochs are seeded permutations, so the order is
+    the same after a resume as in an uninterrupted run."""
+    start = (step * grad_accum + micro) * batch_size
+    out = []
+    for i in range(start, start + batch_size):
+        epoch, offset = divmod(i, n_windows)
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        out.append(int(torch.randperm(n_windows, generator=g)[offset]))
+    return torch.tensor(out)
+
+
+def lr_at(step: int, cfg: RunConfig) -> float:
+    """Linear warmup, then constant (the Quiet-STaR and RLP recipes use a constant lr)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+def train(cfg: RunConfig, run_id: str, store: Store, *,
+          should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    """Train `cfg` as run `run_id`, resuming from its latest complete checkpoint if any."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    main = acc.is_main_process
+    set_seed(cfg.seed)
+    data_dir = store.data_dir
+
+    lm = load_model(cfg.model, data_dir, trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
+    model, tok = lm.model, lm.tokenizer
+    docs = load_documents(cfg.corpus, n_docs=cfg.corpus_docs, text_field=cfg.text_field, seed=cfg.seed)
+    windows = pack(docs, tok, cfg.seq_len)
+    obj_cls = get_objective(cfg.objective)
+    objective = obj_cls(model, tok, obj_cls.Params(**cfg.params), cfg, acc.device)
+    extras = objective.extra_modules()
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start_step, flops_done, wall_done = 0, 0.0, 0.0
+    ckpt = latest_checkpoint(data_dir, run_id)
+    if ckpt is not None:  # resume: weights, extras, optimizer, objective state, counters
+        load_model_weights(ckpt, model)
+        state, obj_tensors = load_checkpoint_state(ckpt, extras, optimizer)
+        objective.load_state_tensors(obj_tensors)
+        start_step, flops_done, wall_done = state["step"], state["flops"], state["wall_time"]
+        if main:
+            store.truncate_after(run_id, start_step)
+
+    names = list(extras)
+    prepared = acc.prepare(model, optimizer, *extras.values())
+    model, optimizer, prepared_extras = prepared[0], prepared[1], prepared[2:]
+    objective.bind(model, dict(zip(names, prepared_extras)))
+    if main:
+        store.update_run(run_id, device=_device_text(acc), max_steps=cfg.max_steps)
+
+    logger = RunLogger(store, run_id, enabled=main)
+    logger.step = start_step
+    t_start = time.monotonic() - wall_done
+    loss_value = float("nan")
+    last_ckpt = ckpt
+    for step in range(start_step, cfg.max_steps):
+        if should_stop():
+            break
+        t0 = time.monotonic()
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume
+        is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
+        totals: dict[str, float] = {}
+        tokens, step_flops, loss_sum = 0, 0.0, 0.0
+        for micro in range(cfg.grad_accum):
+            idx = batch_indices(len(windows), step * acc.num_processes + acc.process_index, micro,
+                                cfg.batch_size, cfg.grad_accum, cfg.seed)
+            ids = windows[idx].to(acc.device)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            record = cfg.n_samples if (is_sample_step and micro == 0 and main) else 0
+            with acc.autocast():
+                out = objective.step(batch, record=record)
+            if not torch.isfinite(out.loss):
+                raise LabError(f"The loss became {out.loss.item()} at step {step + 1}. Lower the "
+                               f"learning rate (now {cfg.lr}) or check the data.")
+            acc.backward(out.loss / cfg.grad_accum)
+            loss_sum += out.loss.item() / cfg.grad_accum
+            tokens += out.tokens
+            step_flops += out.flops
+            for k, v in out.metrics.items():
+                totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
+            if out.token_records:
+                logger.records("tokens", step + 1, out.token_records)
+            if out.thought_records:
+                logger.records("thoughts", step + 1, out.thought_records)
+        if cfg.grad_clip > 0:
+            grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
+        else:
+            grad_norm = torch.norm(torch.stack([p.grad.norm() for p in trainable if p.grad is not None]))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        objective.after_optimizer_step()
+
+        dt = time.monotonic() - t0
+        flops_done += step_flops * acc.num_processes
+        loss_value = loss_sum
+        gn = float(grad_norm)
+        logger.metrics(step + 1, {"loss": loss_sum, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
+                                  "tokens_per_s": tokens * acc.num_processes / max(dt, 1e-9),
+                                  "step_time_s": dt, **totals},
+                       wall_time=time.monotonic() - t_start, flops=flops_done)
+        logger.maybe_flush()
+        done = step + 1
+        if main and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
+            last_ckpt = _checkpoint(data_dir, run_id, done, acc, model, tok, objective, extras,
+                                    optimizer, flops_done, time.monotonic() - t_start, logger)
+    else:
+        if main:
+            last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
+                                    optimizer, flops_done, time.monotonic() - t_start, logger)
+    logger.flush()
+    acc.wait_for_everyone()
+    return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
+
+
+def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, optimizer,
+                flops, wall, logger: RunLogger) -> Path:
+    logger.flush()  # rows up to this step are safe before the checkpoint claims them
+    unwrapped = {k: acc.unwrap_model(getattr(objective, k)) for k in extras}
+    return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped, optimizer,
+                           {"step": step, "flops": flops, "wall_time": wall},
+                           objective.state_tensors())
+
+
+def _device_text(acc) -> str:
+    if acc.device.type == "cuda":
+        name = torch.cuda.get_device_name(acc.device)
+        return f"{acc.num_processes}x {name} ({acc.mixed_precision})"
+    return f"cpu ({torch.get_num_threads()} threads)"
