@@ -162,7 +162,7 @@ def safe_upload_path(data_dir: str | Path, filename: str) -> Path:
     (no folders, no '..', only [A-Za-z0-9._-])."""
     import re
     base = Path(filename or "").name
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".") or "upload"
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "_", base)).lstrip(".") or "upload"
     if Path(stem).suffix.lower() not in SUFFIXES:
         raise LabError(f"Uploaded file {filename!r}: use a {', '.join(SUFFIXES)} file.")
     folder = (Path(data_dir) / "uploads").resolve()

@@ -136,14 +136,17 @@ def check_model_spec(spec: str, data_dir: str | Path | None = None,
 
 
 def _check_causal(config, where: str, trust_remote_code: bool) -> None:
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     mtype = getattr(config, "model_type", None)
-    if mtype in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    archs = getattr(config, "architectures", None) or []
+    # An architecture list names what the weights were saved as (e.g. BertModel): trust it.
+    saved_causal = not archs or any("CausalLM" in a or "LMHead" in a for a in archs)
+    if mtype in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and saved_causal and \
+            not getattr(config, "is_encoder_decoder", False):
         return
     if trust_remote_code and getattr(config, "auto_map", None) and \
             "AutoModelForCausalLM" in config.auto_map:
         return
-    archs = getattr(config, "architectures", None) or []
     raise LabError(f"{where} is not a causal language model (model_type={mtype!r}, "
                    f"architectures={archs}). ThoughtLab trains decoder-only LMs such as "
                    "Llama, Qwen2 or GPT-2.")

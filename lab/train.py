@@ -92,6 +92,9 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     if main:
         store.update_run(run_id, device=_device_text(acc), max_steps=cfg.max_steps)
 
+    # Samples are recorded on a FIXED probe batch, so views can compare the same text
+    # across training steps (heatmaps, forking-token overlap between checkpoints).
+    probe = windows[:cfg.n_samples].to(acc.device) if cfg.n_samples else None
     logger = RunLogger(store, run_id, enabled=main)
     logger.step = start_step
     t_start = time.monotonic() - wall_done
@@ -113,9 +116,8 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
                                 cfg.batch_size, cfg.grad_accum, cfg.seed)
             ids = windows[idx].to(acc.device)
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            record = cfg.n_samples if (is_sample_step and micro == 0 and main) else 0
             with acc.autocast():
-                out = objective.step(batch, record=record)
+                out = objective.step(batch, record=0)
             if not torch.isfinite(out.loss):
                 raise LabError(f"The loss became {out.loss.item()} at step {step + 1}. Lower the "
                                f"learning rate (now {cfg.lr}) or check the data.")
@@ -125,10 +127,6 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
             step_flops += out.flops
             for k, v in out.metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
-            if out.token_records:
-                logger.records("tokens", step + 1, out.token_records)
-            if out.thought_records:
-                logger.records("thoughts", step + 1, out.thought_records)
         if cfg.grad_clip > 0:
             grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
         else:
@@ -138,6 +136,8 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         objective.after_optimizer_step()
 
         dt = time.monotonic() - t0
+        if is_sample_step and main and probe is not None:
+            _record_probe(objective, probe, cfg, step + 1, logger, acc)
         flops_done += step_flops * acc.num_processes
         loss_value = loss_sum
         gn = float(grad_norm)
@@ -157,6 +157,16 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     logger.flush()
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
+
+
+def _record_probe(objective, probe: torch.Tensor, cfg: RunConfig, step: int, logger: RunLogger,
+                  acc) -> None:
+    """Run the objective without gradient on the probe batch and log its records."""
+    with torch.no_grad(), acc.autocast():
+        out = objective.step({"input_ids": probe, "attention_mask": torch.ones_like(probe)},
+                             record=probe.shape[0])
+    logger.records("tokens", step, out.token_records)
+    logger.records("thoughts", step, out.thought_records)
 
 
 def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, optimizer,

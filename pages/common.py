@@ -1,0 +1,152 @@
+"""Shared UI pieces for the pages: the store handle, run pickers, token rendering, charts.
+Pages hold no SQL or training logic: they read through lab.store and submit through jobs."""
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import datetime
+from typing import Any, Iterable
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from lab.store import Store
+
+WINDOW = 400  # tokens rendered at once: long texts are shown window by window
+
+
+def data_dir() -> str:
+    return os.environ.get("THOUGHTLAB_DATA_DIR", "data")
+
+
+@st.cache_resource
+def _store(path: str) -> Store:
+    return Store(path).init()
+
+
+def store() -> Store:
+    return _store(data_dir())
+
+
+def reap() -> None:
+    from jobs.manager import reap as _reap
+    _reap(data_dir())
+
+
+def run_label(r: dict[str, Any]) -> str:
+    name = r.get("name") or ""
+    return f"{r['id']} · {r['objective']} · {r['status']}" + (f" · {name}" if name else "")
+
+
+def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
+             table: str | None = None) -> dict[str, Any] | None:
+    """A run selectbox (newest first). `table` keeps only runs with rows there."""
+    runs = store().list_runs()
+    if objectives:
+        runs = runs[runs["objective"].isin(list(objectives))]
+    if table:
+        have = set(store().query(f"SELECT DISTINCT run_id FROM {table}")["run_id"])  # table from code
+        runs = runs[runs["id"].isin(have)]
+    if runs.empty:
+        st.info("No runs with this kind of data yet. Launch one on the **Launch** page.")
+        return None
+    records = runs.to_dict("records")
+    ids = [r["id"] for r in records]
+    wanted = st.query_params.get("run")
+    index = ids.index(wanted) if wanted in ids else 0
+    choice = st.selectbox(label, ids, index=index, key=key,
+                          format_func=lambda i: run_label(next(r for r in records if r["id"] == i)))
+    return next(r for r in records if r["id"] == choice)
+
+
+def pick_step_sample(run_id: str, table: str, key: str) -> tuple[int, int] | None:
+    steps = store().sample_steps(run_id, table)
+    if not steps:
+        st.info("This run has not logged samples yet (they are recorded every `sample_every` steps).")
+        return None
+    c1, c2 = st.columns([3, 1])
+    with c1:
+        step = steps[0] if len(steps) == 1 else st.select_slider(
+            "Training step", options=steps, value=steps[-1], key=f"{key}_step")
+    samples = store().samples_at(run_id, step, table)
+    with c2:
+        sample = st.selectbox("Sample", samples, key=f"{key}_sample")
+    return step, sample
+
+
+def color_for(value: float | None, vmax: float) -> str:
+    """White → orange → red background for a value in [0, vmax]."""
+    if value is None or pd.isna(value) or vmax <= 0:
+        return "#f3f3f3"
+    x = max(0.0, min(1.0, value / vmax))
+    r, g, b = 255, int(245 - 160 * x), int(230 - 200 * x)
+    return f"rgb({r},{g},{b})"
+
+
+def token_html(tokens: pd.DataFrame, value_col: str, vmax: float | None = None,
+               mark_col: str | None = None, selected: int | None = None,
+               tooltip_cols: Iterable[str] = ("entropy", "nll", "prob")) -> str:
+    """Tokens as coloured spans (value_col → colour), optional bold outline on mark_col."""
+    vals = tokens[value_col].dropna()
+    vmax = vmax or (float(vals.quantile(0.98)) if not vals.empty else 1.0) or 1.0
+    parts = []
+    for r in tokens.to_dict("records"):
+        text = html.escape(str(r["token"])).replace("\n", "↵<br>")
+        tip = " ".join(f"{c}={r[c]:.3f}" for c in tooltip_cols if c in r and r[c] is not None and not pd.isna(r[c]))
+        style = f"background:{color_for(r.get(value_col), vmax)};padding:1px 0;border-radius:3px;"
+        if mark_col and r.get(mark_col):
+            style += "outline:2px solid #7b1fa2;font-weight:600;"
+        if selected is not None and r["position"] == selected:
+            style += "outline:3px solid #1565c0;"
+        parts.append(f'<span title="pos {r["position"]} {tip}" style="{style}">{text}</span>')
+    return ('<div style="font-family:ui-monospace,monospace;font-size:14px;line-height:1.9;'
+            'white-space:pre-wrap;color:#222">' + "".join(parts) + "</div>")
+
+
+def windowed(tokens: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Only WINDOW tokens at a time, with a slider to move along long texts."""
+    n = len(tokens)
+    if n <= WINDOW:
+        return tokens
+    start = st.slider("Window start (token position)", 0, n - WINDOW, 0, step=50, key=f"{key}_win")
+    return tokens.iloc[start:start + WINDOW]
+
+
+def smooth(y: pd.Series, alpha: float) -> pd.Series:
+    return y.ewm(alpha=1 - alpha).mean() if alpha > 0 else y
+
+
+def curve_figure(df: pd.DataFrame, metric: str, x: str, smoothing: float,
+                 labels: dict[str, str]) -> go.Figure:
+    fig = go.Figure()
+    for run_id, g in df[df["name"] == metric].groupby("run_id"):
+        g = g.sort_values("step")
+        fig.add_trace(go.Scatter(x=g[x], y=smooth(g["value"], smoothing), mode="lines",
+                                 name=labels.get(run_id, run_id)))
+    xlabel = {"step": "step", "wall_time": "wall time (s)", "flops": "training FLOPs"}[x]
+    fig.update_layout(title=metric, height=300, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title=xlabel, legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def progress_text(run: dict[str, Any]) -> tuple[float, str]:
+    """Fraction done and a line with the ETA, from the run's step and start time."""
+    step, total = int(run.get("step") or 0), int(run.get("max_steps") or 1)
+    frac = min(step / max(total, 1), 1.0)
+    started = run.get("started_at")
+    if run["status"] == "queued":
+        return 0.0, "queued: waiting for a free device slot"
+    if run["status"] != "running" or not started or step == 0:
+        return frac, f"{run['status']} · step {step}/{total}"
+    elapsed = (datetime.utcnow() - pd.Timestamp(started).to_pydatetime()).total_seconds()
+    eta = elapsed / step * (total - step)
+    return frac, f"running · step {step}/{total} · {elapsed:.0f}s elapsed · ETA {eta:.0f}s"
+
+
+def show_config(run: dict[str, Any]) -> None:
+    try:
+        st.json(json.loads(run.get("config") or "{}"), expanded=False)
+    except json.JSONDecodeError:
+        st.code(run.get("config") or "")

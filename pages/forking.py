@@ -1,0 +1,66 @@
+"""Forking tokens: a logged sample's tokens coloured by entropy, the top 20 % marked, the
+entropy histogram, its evolution over training, and top-ρ overlap between steps."""
+from __future__ import annotations
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from lab.entropy import LOW_ENTROPY
+from pages.common import pick_run, pick_step_sample, store, token_html, windowed
+
+st.title("Forking tokens")
+st.caption("High-entropy tokens are the 'forks' where the model decides what comes next; about 20 % "
+           "of tokens carry most of the learning signal (Wang et al. 2025, arXiv:2506.01939).")
+
+run = pick_run("Run", key="fork_run", table="tokens")
+if run is None:
+    st.stop()
+picked = pick_step_sample(run["id"], "tokens", "fork")
+if picked is None:
+    st.stop()
+step, sample = picked
+toks = store().tokens(run["id"], step, sample)
+ent = toks["entropy"].dropna()
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Tokens", len(toks))
+m2.metric("Mean entropy (nats)", f"{ent.mean():.3f}" if len(ent) else "–")
+m3.metric("80th percentile", f"{ent.quantile(0.8):.3f}" if len(ent) else "–")
+m4.metric(f"Share below {LOW_ENTROPY}", f"{(ent < LOW_ENTROPY).mean():.1%}" if len(ent) else "–")
+
+st.markdown("Colour = entropy of the distribution that predicted the token; "
+            "<span style='outline:2px solid #7b1fa2;font-weight:600'>outlined</span> = top 20 % "
+            "(forking). Hover a token for its numbers.", unsafe_allow_html=True)
+st.markdown(token_html(windowed(toks, "fork"), "entropy", mark_col="forking"), unsafe_allow_html=True)
+
+c1, c2 = st.columns(2)
+with c1:
+    fig = px.histogram(ent, nbins=50, labels={"value": "entropy (nats)"}, title="Entropy histogram")
+    if len(ent):
+        fig.add_vline(x=float(ent.quantile(0.8)), line_dash="dash", annotation_text="p80")
+    fig.update_layout(showlegend=False, height=320, margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, width="stretch")
+with c2:
+    hist = store().query(
+        "SELECT step, entropy FROM tokens WHERE run_id = ? AND entropy IS NOT NULL", [run["id"]])
+    fig = go.Figure()
+    for s, g in hist.groupby("step"):
+        fig.add_trace(go.Box(y=g["entropy"], name=str(s), boxpoints=False))
+    fig.update_layout(title="Entropy over training (logged samples)", height=320, showlegend=False,
+                      xaxis_title="step", yaxis_title="entropy (nats)", margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, width="stretch")
+
+steps = store().sample_steps(run["id"], "tokens")
+if len(steps) > 1:
+    st.subheader("Do the forking positions move during training?")
+    ov = store().query(
+        """WITH f AS (SELECT step, sample, position FROM tokens WHERE run_id = ? AND forking)
+           SELECT a.step AS step_a, avg(CASE WHEN b.position IS NULL THEN 0 ELSE 1 END) AS overlap
+           FROM f a LEFT JOIN f b ON a.sample = b.sample AND a.position = b.position AND b.step = ?
+           GROUP BY a.step ORDER BY a.step""", [run["id"], steps[-1]])
+    fig = px.line(ov, x="step_a", y="overlap", markers=True,
+                  labels={"step_a": "step", "overlap": f"share of top-20 % positions shared with step {steps[-1]}"})
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=20, b=10), yaxis_range=[0, 1.05])
+    st.plotly_chart(fig, width="stretch")
+    st.caption("Samples are recorded on a fixed probe batch, so the same text is compared across steps.")

@@ -1,0 +1,162 @@
+"""Launch: pick objective, model, corpus and settings; validate; start a background job."""
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from jobs.manager import cli_command, gpu_count, submit, validate
+from lab.config import PRESETS, RunConfig
+from lab.corpora import save_upload
+from lab.errors import LabError
+from lab.models import PRESETS as MODEL_PRESETS
+from lab.objectives import REGISTRY, get_objective
+from pages.common import data_dir, store
+
+st.title("Launch a training run")
+st.caption("Every run is a background job: it keeps going if you close the page or the server restarts.")
+
+D = RunConfig()
+FIELDS = ["max_steps", "batch_size", "seq_len", "lr", "warmup_steps", "grad_accum", "grad_clip",
+          "weight_decay", "seed", "rho", "sample_every", "n_samples", "checkpoint_every", "corpus_docs"]
+for f in FIELDS + ["model_choice"]:
+    st.session_state.setdefault(f"f_{f}", getattr(D, f, None) if f != "model_choice" else D.model)
+
+
+def apply_preset() -> None:
+    values = PRESETS.get(st.session_state["preset"], {})
+    for k, v in values.items():
+        if k in FIELDS:
+            st.session_state[f"f_{k}"] = v
+        if k == "model":
+            st.session_state["f_model_choice"] = v
+
+
+st.selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
+             help="Fills the form with tested settings; you can still change any value.")
+
+c1, c2 = st.columns(2)
+with c1:
+    st.subheader("What to train")
+    objective = st.selectbox("Objective", list(REGISTRY), key="f_objective",
+                             format_func=lambda n: {"ntp": "NTP (baseline)", "quiet-star": "Quiet-STaR",
+                                                    "rlp": "RLP", "rpt": "RPT"}.get(n, n))
+    try:
+        obj_cls = get_objective(objective)
+        st.caption(obj_cls.description)
+    except LabError as e:
+        obj_cls = None
+        st.error(str(e))
+    source = st.radio("Model", ["Preset", "Folder or hub id", "Checkpoint of a run"], horizontal=True,
+                      key="f_model_source")
+    if source == "Preset":
+        model = st.selectbox("Model preset", list(MODEL_PRESETS), key="f_model_choice",
+                             help="smollm2-135m: SmolLM2-135M-Instruct, offline. tiny-random: a 3 M "
+                                  "parameter random Llama for instant demos.")
+    elif source == "Folder or hub id":
+        model = st.text_input("Model folder or Hugging Face id", key="f_model_text",
+                              placeholder="/path/to/model or HuggingFaceTB/SmolLM2-360M")
+    else:
+        runs = store().list_runs()
+        ids = runs["id"].tolist()
+        model = "run:" + st.selectbox("Run", ids, key="f_model_run") if ids else ""
+        if not ids:
+            st.info("No runs yet.")
+    trust = st.checkbox("trust_remote_code (run the model's own Python code)", key="f_trust",
+                        help="Off by default: only turn it on for models whose authors you trust.")
+
+    corpus_kind = st.radio("Corpus", ["Built-in math problems", "Upload a file", "Path on the server",
+                                      "Hugging Face dataset"], horizontal=True, key="f_corpus_kind")
+    text_field = D.text_field
+    if corpus_kind == "Built-in math problems":
+        corpus = "builtin"
+    elif corpus_kind == "Upload a file":
+        up = st.file_uploader("A .txt (blank lines separate documents), .jsonl or .parquet file",
+                              type=["txt", "jsonl", "parquet"], key="f_upload")
+        corpus = ""
+        if up is not None:
+            try:
+                corpus = str(save_upload(data_dir(), up.name, up.getvalue()))
+                st.caption(f"Stored as `{corpus}`")
+            except LabError as e:
+                st.error(str(e))
+    elif corpus_kind == "Path on the server":
+        corpus = st.text_input("Corpus file path", key="f_corpus_path")
+    else:
+        corpus = "hf:" + st.text_input("Dataset name (needs a network)", key="f_corpus_hf")
+    if corpus_kind != "Built-in math problems":
+        text_field = st.text_input("Text field / column", value=D.text_field, key="f_text_field")
+
+with c2:
+    st.subheader("Settings")
+    a, b = st.columns(2)
+    with a:
+        st.number_input("Steps", min_value=1, step=10, key="f_max_steps")
+        st.number_input("Batch size", min_value=1, key="f_batch_size")
+        st.number_input("Sequence length", min_value=8, step=32, key="f_seq_len")
+        st.number_input("Learning rate", min_value=0.0, format="%.2e", key="f_lr")
+        st.number_input("Warmup steps", min_value=0, key="f_warmup_steps")
+        st.number_input("Gradient accumulation", min_value=1, key="f_grad_accum")
+        st.number_input("Grad clip (0 = off)", min_value=0.0, key="f_grad_clip")
+    with b:
+        st.number_input("Forking-token share ρ (1 = all tokens)", min_value=0.01, max_value=1.0,
+                        step=0.05, key="f_rho", help="Train only on the top-ρ highest-entropy tokens.")
+        st.number_input("Record samples every N steps", min_value=1, key="f_sample_every")
+        st.number_input("Samples recorded", min_value=0, key="f_n_samples")
+        st.number_input("Checkpoint every N steps (0 = end only)", min_value=0, key="f_checkpoint_every")
+        st.number_input("Built-in problems / max documents", min_value=0, key="f_corpus_docs")
+        st.number_input("Seed", min_value=0, key="f_seed")
+        st.number_input("Weight decay", min_value=0.0, key="f_weight_decay")
+    n_gpu = gpu_count()
+    device = st.selectbox("Device", ["auto", "cpu", "gpu"] if n_gpu else ["auto", "cpu"], key="f_device",
+                          help="auto = a GPU when there is one, else the CPU.")
+    precision, num_gpus = "no", 1
+    if n_gpu:
+        precision = st.selectbox("Mixed precision", ["bf16", "no", "fp16"], key="f_precision")
+        num_gpus = st.number_input("GPUs for this job", 1, n_gpu, 1, key="f_num_gpus")
+    params = {}
+    if obj_cls is not None and dataclasses.fields(obj_cls.Params):
+        with st.expander(f"{objective} settings", expanded=True):
+            for f in dataclasses.fields(obj_cls.Params):
+                default = f.default if f.default is not dataclasses.MISSING else None
+                key = f"p_{objective}_{f.name}"
+                if isinstance(default, bool):
+                    params[f.name] = st.checkbox(f.name, value=default, key=key)
+                elif isinstance(default, int):
+                    params[f.name] = st.number_input(f.name, value=default, step=1, key=key)
+                elif isinstance(default, float):
+                    params[f.name] = st.number_input(f.name, value=default, format="%g", key=key)
+                elif isinstance(default, str) or default is None:
+                    params[f.name] = st.text_input(f.name, value=default or "", key=key)
+
+name = st.text_input("Run name (optional)", key="f_name")
+ss = st.session_state
+values = {f: ss[f"f_{f}"] for f in FIELDS}
+values.update(objective=objective, model=(model or "").strip(), corpus=(corpus or "").strip(),
+              text_field=text_field, name=name, device=device, mixed_precision=precision,
+              num_gpus=int(num_gpus), trust_remote_code=trust, params=params)
+
+try:
+    cfg = RunConfig.from_dict(values)
+    st.markdown("**Equivalent command**")
+    st.code(cli_command(cfg, data_dir()), language="bash")
+except LabError as e:
+    cfg = None
+    st.error(str(e))
+
+col_a, col_b, _ = st.columns([1, 1, 4])
+check = col_a.button("Check settings", width="stretch")
+launch = col_b.button("Launch", type="primary", width="stretch", disabled=cfg is None)
+if cfg is not None and (check or launch):
+    try:
+        with st.spinner("Checking model, corpus and settings…"):
+            validate(cfg, data_dir())
+        if launch:
+            run_id = submit(cfg, data_dir())
+            st.success(f"Started run **{run_id}**. Follow it on the Runs page.")
+            st.page_link("pages/runs.py", label="Open Runs →", icon=":material/monitoring:")
+            st.session_state["last_run"] = run_id
+        else:
+            st.success("Settings look good.")
+    except LabError as e:
+        st.error(str(e))

@@ -1,0 +1,77 @@
+"""Thoughts: for a logged sample, the text where each position can be selected to show its
+thoughts (Quiet-STaR), thought group (RLP) or rollouts (RPT) with rewards and effects."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from pages.common import pick_run, pick_step_sample, store, token_html, windowed
+
+st.title("Thoughts")
+st.caption("What the model thought at each position, how each thought was rewarded, and how it "
+           "changed the prediction of the true next token.")
+
+run = pick_run("Run", key="th_run", table="thoughts")
+if run is None:
+    st.stop()
+picked = pick_step_sample(run["id"], "thoughts", "th")
+if picked is None:
+    st.stop()
+step, sample = picked
+th = store().thoughts(run["id"], step, sample)
+toks = store().tokens(run["id"], step, sample)
+
+# Per position: best reward and NLL change of the true next token (base - mixed > 0 = helped).
+per_pos = th.groupby("position").agg(reward=("reward", "max"), base_nll=("base_nll", "mean"),
+                                     mixed_nll=("mixed_nll", "mean"), weight=("weight", "mean"),
+                                     target=("target", "first"), n=("idx", "count")).reset_index()
+per_pos["gain"] = per_pos["base_nll"] - per_pos["mixed_nll"]
+
+if not toks.empty:
+    # Colour the token AFTER each thought position (the one the thought tried to predict).
+    colour = per_pos.assign(position=per_pos["position"] + 1)[["position", "gain"]]
+    view = toks.merge(colour, on="position", how="left")
+    view["help"] = view["gain"].clip(lower=0)
+    st.markdown("Colour = how much the thoughts before a token lowered its NLL (darker = helped more). "
+                "Hover for numbers.")
+    st.markdown(token_html(windowed(view, "th"), "help", tooltip_cols=("gain", "entropy", "nll")),
+                unsafe_allow_html=True)
+
+c1, c2 = st.columns(2)
+valid = per_pos.dropna(subset=["gain"])
+with c1:
+    st.markdown("**Positions the thoughts helped most**")
+    st.dataframe(valid.nlargest(8, "gain")[["position", "target", "gain", "reward", "weight"]],
+                 hide_index=True, width="stretch")
+with c2:
+    st.markdown("**…and least**")
+    st.dataframe(valid.nsmallest(8, "gain")[["position", "target", "gain", "reward", "weight"]],
+                 hide_index=True, width="stretch")
+
+positions = per_pos["position"].tolist()
+if not positions:
+    st.stop()
+best = int(valid.nlargest(1, "gain")["position"].iloc[0]) if not valid.empty else positions[0]
+pos = st.selectbox("Position", positions, index=positions.index(best), key="th_pos",
+                   format_func=lambda p: f"{p} → next token {per_pos.set_index('position').loc[p, 'target']!r}")
+group = th[th["position"] == pos].sort_values("reward", ascending=False)
+row = per_pos.set_index("position").loc[pos]
+if not toks.empty:
+    prefix = "".join(toks[toks["position"] <= pos]["token"].tolist()[-60:])
+    st.markdown(f"**Context** …`{prefix[-300:]}` → true next token **{row['target']!r}**")
+m1, m2, m3 = st.columns(3)
+m1.metric("NLL of next token, no thought", f"{row['base_nll']:.3f}" if pd.notna(row["base_nll"]) else "–")
+m2.metric("…with thought(s)", f"{row['mixed_nll']:.3f}" if pd.notna(row["mixed_nll"]) else "–",
+          delta=f"{-row['gain']:.3f}" if pd.notna(row["gain"]) else None, delta_color="inverse")
+m3.metric("Mixing weight w", f"{row['weight']:.3f}" if pd.notna(row["weight"]) else "–")
+
+cols = [c for c in ("idx", "text", "prediction", "reward", "advantage", "weight", "base_nll",
+                    "mixed_nll", "n_tokens") if group[c].notna().any()]
+st.dataframe(group[cols], hide_index=True, width="stretch",
+             column_config={"text": st.column_config.TextColumn("thought / rollout", width="large")})
+extra = group["extra"].dropna()
+if not extra.empty:
+    with st.expander("Raw details"):
+        st.json([json.loads(e) for e in extra.tolist()], expanded=False)

@@ -1,0 +1,37 @@
+"""Shared fixtures: real DuckDB files in temp folders, real subprocesses, tiny real models."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+ARTIFACTS = ROOT / "test-artifacts"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# A small, fast job: tiny-random on the built-in corpus.
+TINY = ["--model", "tiny-random", "--corpus", "builtin", "--corpus-docs", "60", "--seq-len", "32",
+        "--batch-size", "2", "--sample-every", "2", "--n-samples", "1"]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+def lab_cli(*args: str, data_dir: Path | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m lab ...` as a user would."""
+    cmd = [sys.executable, "-m", "lab", *args]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -1,0 +1,287 @@
+"""Quiet-STaR: the parallel-thought mask, the init identity with NTP, the reward arithmetic,
+gradients into the thought path, vocabulary masking, inference with thoughts, and the head
+checkpoint. Tiny random models only (a few seconds in all)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lab.config import RunConfig
+from lab.errors import LabError
+from lab.models import load_model
+from lab.objectives.ntp import NTP
+from lab.objectives.quiet_star import (HEAD_NAME, QSHead, QuietSTaR, QuietSTaRParams, load_head,
+                                       new_head, run_thoughts, sample_tokens, think,
+                                       thought_rewards)
+from lab.store import TABLE_COLUMNS
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+SMALL = dict(n_ahead=5, n_ahead_talk=3, n_passes=2)   # 2 sampled tokens per thought
+
+
+@pytest.fixture(scope="module")
+def models():
+    cache: dict = {}
+
+    def get(preset: str):
+        if preset not in cache:
+            lm = load_model(preset)
+            lm.model.eval()   # GPT-2 has dropout: keep the comparisons deterministic
+            cache[preset] = lm
+        return cache[preset]
+    return get
+
+
+def batch(seed: int = 0, B: int = 2, L: int = 12) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 5000, (B, L), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def objective(lm, L: int = 12, rho: float = 1.0, **params) -> QuietSTaR:
+    cfg = RunConfig(objective="quiet-star", model="tiny-random", seq_len=L, rho=rho)
+    return QuietSTaR(lm.model, lm.tokenizer, QuietSTaRParams(**{**SMALL, **params}), cfg, CPU)
+
+
+def plain_hidden(model, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final-norm hidden states and logits of an ordinary causal forward over embeds [1, T, h]."""
+    out = model(inputs_embeds=embeds, output_hidden_states=False)
+    hidden = model.base_model(inputs_embeds=embeds).last_hidden_state
+    return hidden[0], out.logits[0]
+
+
+# ---- 1. the property that proves the mask right ---------------------------------------------
+
+@pytest.mark.parametrize("preset,attn", [("tiny-random", "sdpa"), ("tiny-random", "eager"),
+                                         ("tiny-random-qwen2", "sdpa"), ("tiny-random-gpt2", "sdpa")])
+def test_parallel_thoughts_equal_sequential_forward(models, preset, attn):
+    lm = models(preset)
+    model = lm.model
+    model.set_attn_implementation(attn)
+    try:
+        head = new_head(model, lm.tokenizer)
+        with torch.no_grad():   # distinct meta vectors, so a swapped <start>/<end> would show
+            head.end.add_(torch.randn_like(head.end) * 0.01)
+        b = batch(1, B=2, L=10)
+        n_ahead, n_talk, P = 5, 3, 2
+        n_pos = 10 - n_talk
+        with torch.no_grad():
+            th = run_thoughts(model, head, b["input_ids"], b["attention_mask"], n_pos=n_pos,
+                              n_ahead=n_ahead, n_talk=n_talk, n_passes=P, n_vocab=len(lm.tokenizer),
+                              generator=torch.Generator().manual_seed(0), keep_all=True)
+            assert len(th.pass_hidden) == n_ahead + n_talk - 2
+            emb = model.get_input_embeddings()
+            lm_head = model.get_output_embeddings()
+            for s in range(2):
+                for i in range(P):
+                    for t in (0, 3, n_pos - 1):
+                        x = b["input_ids"][s]
+                        seq = torch.cat([emb(x[:t + 1]), head.meta("start")[None],
+                                         emb(th.thought_ids[s, i, t]), head.meta("end")[None],
+                                         emb(x[t + 1:t + n_talk])])        # x_{t+1}, x_{t+2}
+                        ref_h, ref_logits = plain_hidden(model, seq[None])
+                        got = torch.stack([th.base_hidden[s, t]] +
+                                          [h[s * P + i, t] for h in th.pass_hidden])
+                        torch.testing.assert_close(got, ref_h[t:], atol=1e-4, rtol=1e-4)
+                        torch.testing.assert_close(lm_head(got), ref_logits[t:], atol=1e-4, rtol=1e-4)
+            # the talk states are the passes from <end> on
+            torch.testing.assert_close(th.talk_hidden[0].reshape(2 * P, n_pos, -1),
+                                       th.pass_hidden[n_ahead - 2])
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+# ---- 2. at init: mixed == base, loss == NTP terms --------------------------------------------
+
+@pytest.mark.parametrize("rho", [1.0, 0.3])
+def test_init_matches_ntp(models, rho):
+    lm = models("tiny-random")
+    b = batch(2, L=12)
+    qs = objective(lm, rho=rho)
+    torch.manual_seed(0)
+    out = qs.step(b, record=0)
+    cfg = RunConfig(seq_len=12, rho=rho)
+    ntp = NTP(lm.model, lm.tokenizer, NTP.Params(), cfg, CPU).step(b, record=0)
+    torch.testing.assert_close(torch.tensor(out.metrics["loss/base_nll"]), ntp.loss.detach())
+    assert out.metrics["nll"] == pytest.approx(ntp.metrics["nll"], rel=1e-6)
+    assert out.metrics["reward/mean"] == 0 and out.metrics["loss/policy"] == 0
+    assert out.metrics["mix/w_mean"] == 0 and out.metrics["mix/nll_gain"] == pytest.approx(0, abs=1e-6)
+    if rho == 1.0:
+        # w = 0: the mixed prediction for talk step j at t is the base one at t + j, so the mixed
+        # term is the mean base NLL over the windows x_{t+1..t+3}, t = 0..L-4.
+        with torch.no_grad():
+            logits = lm.model(input_ids=b["input_ids"]).logits[:, :-1]
+            nll = F.cross_entropy(logits.transpose(1, 2), b["input_ids"][:, 1:], reduction="none")
+        n_pos = 12 - 3
+        mixed = torch.stack([nll[:, j:j + n_pos] for j in range(3)]).mean()
+        torch.testing.assert_close(out.loss.detach(), 0.5 * ntp.loss.detach() + 0.5 * mixed)
+
+
+# ---- 3. reward arithmetic --------------------------------------------------------------------
+
+def test_thought_rewards_baseline_and_clamp():
+    logp = torch.tensor([[-1.0, -3.0], [-2.0, -2.0], [-5.0, -1.0]], requires_grad=True)
+    r = thought_rewards(logp)
+    assert torch.equal(r, torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]))
+    assert not r.requires_grad
+    three = thought_rewards(torch.tensor([[-1.0, -2.0, -6.0]]))
+    assert torch.allclose(three, torch.tensor([[2.0, 1.0, 0.0]]))
+    assert torch.equal(thought_rewards(torch.tensor([[-4.0]])), torch.zeros(1, 1))  # 1 thought
+
+
+# ---- 4. gradients reach the thought path; reserved vocabulary never sampled -------------------
+
+def test_gradient_reaches_thoughts_after_mixing_turns_on(models):
+    lm = models("tiny-random")
+    qs = objective(lm)
+    head = qs.qs_head
+    b = batch(3)
+    torch.manual_seed(0)
+    # at init w = 0: the thought path gets no gradient, the head's last layer does
+    qs.step(b, record=0).loss.backward()
+    assert head.start.grad is None or head.start.grad.abs().sum() == 0
+    assert head.mlp[-1].bias.grad.abs().item() > 0
+    lm.model.zero_grad(set_to_none=True)
+    head.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        head.mlp[-1].bias.fill_(0.5)
+    out = qs.step(b, record=0)
+    out.loss.backward()
+    assert out.metrics["mix/w_mean"] == pytest.approx(0.5)
+    for p in (head.start, head.end, head.mlp[-1].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert out.metrics["reward/mean"] > 0 and out.metrics["loss/policy"] != 0
+    before = head.start.detach().clone()
+    torch.optim.SGD([head.start], lr=1.0).step()
+    assert not torch.equal(before, head.start.detach())
+    lm.model.zero_grad(set_to_none=True)
+
+
+def test_reserved_vocab_rows_are_never_sampled():
+    logits = torch.zeros(64, 10)
+    logits[:, 8:] = 50.0      # rows past the tokenizer, overwhelmingly likely if not masked
+    tok = sample_tokens(logits[..., :8], 1.0, torch.Generator().manual_seed(0))
+    assert tok.max() < 8
+    # the uniform draw matches the distribution: a near one-hot row always gives its token
+    peaked = torch.full((32, 8), -30.0)
+    peaked[:, 5] = 0
+    assert (sample_tokens(peaked) == 5).all()
+
+
+def test_padding_rows_of_lm_head_are_excluded(models):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    tok = models("tiny-random").tokenizer
+    cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, vocab_size=len(tok) + 8,
+                      tie_word_embeddings=False)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    biased = torch.nn.Linear(16, len(tok) + 8, bias=True)   # padding rows: huge logits
+    with torch.no_grad():
+        biased.weight.copy_(model.lm_head.weight)
+        biased.bias.zero_()
+        biased.bias[len(tok):] = 1e3
+    model.lm_head = biased
+    qs = QuietSTaR(model, tok, QuietSTaRParams(**SMALL), RunConfig(seq_len=12), CPU)
+    assert qs.n_vocab == len(tok)
+    th = run_thoughts(model, qs.qs_head, batch()["input_ids"], batch()["attention_mask"],
+                      n_pos=9, n_ahead=5, n_talk=3, n_passes=2, n_vocab=qs.n_vocab)
+    assert th.thought_ids.max() < len(tok)
+    assert th.base_logits[..., len(tok):].mean() > th.base_logits[..., :len(tok)].max()
+
+
+# ---- step output and records -----------------------------------------------------------------
+
+def test_step_records_and_metrics(models):
+    lm = models("tiny-random-qwen2")
+    qs = objective(lm, L=16, **{**SMALL, "n_passes": 2})
+    b = batch(4, B=3, L=16)
+    out = qs.step(b, record=2)
+    for name in ("loss/base_nll", "loss/mixed_nll", "loss/policy", "reward/mean", "reward/std",
+                 "mix/w_mean", "thought/length", "nll", "entropy/mean"):
+        assert name in out.metrics
+    assert out.metrics["thought/length"] == 2
+    assert out.tokens == 48 and out.flops > 0
+    assert len(out.token_records) == 2 * 16
+    n_pos = 16 - 3
+    assert len(out.thought_records) == 2 * n_pos * 2
+    row = out.thought_records[0]
+    assert set(row) <= set(TABLE_COLUMNS["thoughts"])
+    assert row["kind"] == "quiet-star" and row["n_tokens"] == 2 and row["position"] == 1
+    assert row["target"] == lm.tokenizer.decode([int(b["input_ids"][0, 1])])
+    assert len(row["extra"]["talk_mixed_nll"]) == 3
+    # tokens table convention: row t is token x_t, the thought that predicted it sits in extra
+    by_pos = {r["position"]: r for r in out.token_records if r["sample"] == 0}
+    assert by_pos[1]["extra"]["mixed_nll"] == pytest.approx(
+        (out.thought_records[0]["mixed_nll"] + out.thought_records[1]["mixed_nll"]) / 2)
+    assert by_pos[1]["nll"] == pytest.approx(row["base_nll"], rel=1e-5)
+
+
+def test_params_problems_and_unsupported_model(models):
+    cfg = RunConfig(seq_len=16)
+    assert QuietSTaRParams().problems(RunConfig(seq_len=256)) == []
+    bad = QuietSTaRParams(n_ahead=2, n_ahead_talk=0, n_passes=0, mixing="max",
+                          reinforce_temperature=0).problems(cfg)
+    assert len(bad) == 5
+    assert QuietSTaRParams(n_ahead=12, n_ahead_talk=4).problems(cfg)   # 16 >= seq_len
+    with pytest.raises(LabError, match="n_ahead"):
+        objective(models("tiny-random"), n_ahead=1)
+    from transformers import AutoModelForSeq2SeqLM, T5Config
+    t5 = AutoModelForSeq2SeqLM.from_config(T5Config(vocab_size=128, d_model=16, d_ff=32, d_kv=8,
+                                                    num_layers=1, num_heads=2))
+    with pytest.raises(LabError, match="decoder-only"):
+        QuietSTaR(t5, models("tiny-random").tokenizer, QuietSTaRParams(**SMALL), cfg, CPU)
+
+
+# ---- 5. inference with thoughts, the corrupted control, the checkpointed head ----------------
+
+def test_think_and_corrupted_control(models, tmp_path):
+    lm = models("tiny-random-gpt2")
+    head = new_head(lm.model, lm.tokenizer)
+    with torch.no_grad():
+        head.mlp[-1].bias.fill_(0.3)
+    text = "Tom has 3 apples and buys 4 more."
+    n_tok = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    rows = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=1)
+    assert len(rows) == n_tok
+    first = rows[0]
+    assert first["position"] == 1 and first["target"] is not None and rows[-1]["target"] is None
+    assert 0 <= first["base_prob"] <= 1 and 0 <= first["mixed_prob"] <= 1
+    assert first["w"] == pytest.approx(0.3, abs=1e-5)
+    assert len(first["thoughts"]) == 2 and all(t["n_tokens"] == 3 for t in first["thoughts"])
+    again = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=1)
+    assert [r["thoughts"] for r in again] == [r["thoughts"] for r in rows]
+    other = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=2)
+    assert [r["thoughts"] for r in other] != [r["thoughts"] for r in rows]
+    bad = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=1, corrupted=True)
+    assert [len(r["thoughts"]) for r in bad] == [2] * n_tok
+    assert all(t["n_tokens"] == 3 for r in bad for t in r["thoughts"])
+    assert [r["thoughts"] for r in bad] != [r["thoughts"] for r in rows]
+    # a w = 0 head leaves the prediction unchanged
+    plain = think(lm.model, lm.tokenizer, new_head(lm.model, lm.tokenizer), text, n_ahead=4)
+    assert plain[0]["mixed_prob"] == pytest.approx(plain[0]["base_prob"], rel=1e-5)
+
+    # the head round-trips through the checkpoint file the training loop writes
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()},
+              str(tmp_path / f"extra_{HEAD_NAME}.safetensors"))
+    loaded = load_head(tmp_path, lm.model)
+    assert isinstance(loaded, QSHead)
+    for k, v in head.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    from_state = think(lm.model, lm.tokenizer, head.state_dict(), text, n_passes=2, n_ahead=6, seed=1)
+    assert [r["thoughts"] for r in from_state] == [r["thoughts"] for r in rows]
+    with pytest.raises(LabError, match="not trained with Quiet-STaR"):
+        load_head(tmp_path / "missing", lm.model)
+
+
+def test_sigmoid_mixing_starts_near_base(models):
+    lm = models("tiny-random")
+    head = new_head(lm.model, lm.tokenizer, mixing="sigmoid")
+    h = torch.randn(4, 64)
+    mixed, w = head(h, torch.randn(4, 64))
+    assert torch.allclose(w, torch.full_like(w, 0.01), atol=1e-6)
+    assert dataclasses.asdict(QuietSTaRParams())["mixing"] == "unbounded"

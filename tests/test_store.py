@@ -1,0 +1,82 @@
+import multiprocessing as mp
+import subprocess
+import time
+
+import duckdb
+import pytest
+
+from lab.errors import LabError
+from lab.store import Store
+
+
+def test_runs_metrics_tokens_thoughts_roundtrip(data_dir):
+    s = Store(data_dir).init()
+    rid = s.create_run(config={"objective": "ntp", "name": "a", "max_steps": 5, "model": "m"})
+    s.append({"metrics": [{"run_id": rid, "step": 1, "name": "loss", "value": 2.5, "wall_time": 0.1, "flops": 10.0}],
+              "tokens": [{"run_id": rid, "step": 1, "sample": 0, "position": 0, "token_id": 5, "token": "hi",
+                          "entropy": 1.0, "nll": 2.0, "prob": 0.1, "forking": True, "extra": {"w": 0.5}}],
+              "thoughts": [{"run_id": rid, "step": 1, "sample": 0, "position": 0, "idx": 0, "kind": "rlp",
+                            "text": "think", "reward": 0.3}]},
+             run_update={"step": 1, "status": "running"}, run_id=rid)
+    run = s.get_run(rid)
+    assert run["status"] == "running" and run["step"] == 1 and run["name"] == "a"
+    assert run["versions"] and "torch" in run["versions"]
+    assert s.metrics([rid])["value"].tolist() == [2.5]
+    assert s.tokens(rid, 1, 0)["extra"].tolist() == ['{"w": 0.5}']
+    assert s.thoughts(rid)["text"].tolist() == ["think"]
+    assert s.set_status_if(rid, ["running"], status="finished")
+    assert not s.set_status_if(rid, ["running"], status="failed")
+    s.delete_run(rid)
+    assert s.get_run(rid) is None and s.metrics([rid]).empty
+
+
+def test_sql_parameters_are_not_interpreted(data_dir):
+    s = Store(data_dir).init()
+    evil = "x'); DROP TABLE runs; --"
+    rid = s.create_run(config={"objective": "ntp", "name": evil})
+    assert s.get_run(rid)["name"] == evil
+    assert s.get_run(evil) is None
+    with pytest.raises(LabError, match="No run with id"):
+        s.require_run(evil)
+
+
+def test_not_a_duckdb_file_gives_clear_error(data_dir):
+    (data_dir / "lab.duckdb").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LabError, match="not a readable DuckDB database"):
+        Store(data_dir).init()
+
+
+def _writer(path: str, run_id: str, n: int) -> None:
+    s = Store(path)
+    for i in range(n):
+        s.append({"metrics": [{"run_id": run_id, "step": i, "name": "loss", "value": float(i),
+                               "wall_time": 0.0, "flops": 0.0}]}, run_update={"step": i}, run_id=run_id)
+
+
+def test_two_writer_processes_and_a_polling_reader(data_dir):
+    """Two processes write while this one polls: no lock error, no lost row."""
+    s = Store(data_dir).init()
+    ids = [s.create_run(config={"objective": "ntp"}) for _ in range(2)]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(data_dir), rid, 60)) for rid in ids]
+    for p in procs:
+        p.start()
+    reads = 0
+    while any(p.is_alive() for p in procs):
+        s.metrics(ids)
+        s.list_runs()
+        reads += 1
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    counts = s.query("SELECT run_id, count(*) AS n FROM metrics GROUP BY run_id")
+    assert sorted(counts["n"].tolist()) == [60, 60]
+    assert reads > 5
+
+
+def test_database_readable_by_duckdb_after_writes(data_dir):
+    s = Store(data_dir).init()
+    rid = s.create_run(config={"objective": "ntp"})
+    con = duckdb.connect(str(data_dir / "lab.duckdb"), read_only=True)
+    assert con.execute("SELECT id FROM runs").fetchall() == [(rid,)]
+    con.close()
