@@ -23,8 +23,8 @@ import torch
 
 from lab import rl
 from lab.errors import LabError
-from lab.objectives.rpt import (build_prompt, candidate_positions, context_text, reasoning_text,
-                                rpt_reward, token_bytes, topk_entropy)
+from lab.objectives.rpt import (answer_text, build_prompt, candidate_positions, context_text,
+                                reasoning_text, rpt_reward, token_bytes, topk_entropy)
 from lab.progress import Progress
 
 BENCHMARK = "nt-reasoning"
@@ -105,7 +105,7 @@ def evaluate_nt_reasoning(model_spec: str, ref_spec: str, docs: Sequence[str], *
                 text = tok.decode(ro.row_tokens(j * group_size + g), skip_special_tokens=True)
                 completions.append(text)
                 scored.append(rpt_reward(text, tbytes[k][t:]))
-            target = tok.decode([ids[k][t]])
+            target = answer_text(tbytes[k][t:])
             pred_std = tok.decode([argmax[(k, t)]])
             items[(k, t)] = {
                 "item_id": f"doc{k}:t{t}", "entropy": entropy[(k, t)], "target": target,

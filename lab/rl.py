@@ -74,12 +74,20 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A no-grad, eval-mode deep copy (EMA teacher, frozen initial model, RPT proxy)."""
+def frozen_copy(model: torch.nn.Module, device: torch.device | str | None = None) -> torch.nn.Module:
+    """A no-grad, eval-mode deep copy (EMA teacher, frozen initial model, RPT proxy), on
+    `device` (objectives are built before accelerate moves the model, so say where)."""
     clone = copy.deepcopy(model)
     clone.eval()
     clone.requires_grad_(False)
-    return clone
+    return clone.to(device) if device is not None else clone
+
+
+def sample_positions(lo: int, hi: int, k: int) -> list[int]:
+    """k distinct positions in [lo, hi), sorted, from torch's global RNG (which the training
+    loop seeds per step, so a resumed run draws the same positions)."""
+    n = max(0, hi - lo)
+    return sorted((torch.randperm(n)[:min(k, n)] + lo).tolist())
 
 
 def pad_id_of(tokenizer) -> int:
@@ -147,16 +155,19 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
     with every row's last token so `score_tails` can continue from it.
     """
     device = next(model.parameters()).device
-    rows = [list(p) for p in prompts for _ in range(group_size)]
-    ids, pmask = left_pad(rows, pad_id, device)
-    n = ids.shape[0]
+    ids, pmask = left_pad(prompts, pad_id, device)
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     stop_window = max((len(s) for s in stop_strings), default=0) + 2  # tokens to decode
 
     with eval_mode(model):
+        # Prefill each prompt once, then copy its cache to the G rows of its group.
         out = model(input_ids=ids, attention_mask=pmask, position_ids=positions_from_mask(pmask),
                     use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1]
+        if group_size > 1:
+            cache.batch_repeat_interleave(group_size)
+            ids, pmask, logits = (x.repeat_interleave(group_size, 0) for x in (ids, pmask, logits))
+        n = ids.shape[0]
         attn = pmask
         next_pos = pmask.sum(-1)
         last_logits = logits.float().clone() if keep_cache else None
@@ -175,9 +186,10 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
                 stop[i] = "eos"
             done = done | hit_eos
             if stop_strings and tokenizer is not None:
-                recent = torch.stack(toks[-stop_window:], 1)
-                for i in (live & ~hit_eos).nonzero()[:, 0].tolist():
-                    tail = tokenizer.decode(recent[i].tolist(), skip_special_tokens=False)
+                check = (live & ~hit_eos).nonzero()[:, 0].tolist()
+                recent = torch.stack(toks[-stop_window:], 1)[check].tolist()
+                tails = tokenizer.batch_decode(recent, skip_special_tokens=False)
+                for i, tail in zip(check, tails):
                     if any(s in tail for s in stop_strings):
                         done[i] = True
                         stop[i] = "stop"
@@ -342,11 +354,11 @@ def zero_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 def rollout_flops(desc: dict, ro: Rollouts, extra_tokens: int = 0) -> float:
-    """Forward FLOPs of sampling: each row's prompt prefill and its generated tokens (plus
-    `extra_tokens` teacher-forced after them), at their average context length."""
-    prompt = int(ro.prompt_mask.sum())
+    """Forward FLOPs of sampling: each prompt's prefill (once per group) and the generated
+    tokens (plus `extra_tokens` teacher-forced after them), at their average context length."""
+    prompt = int(ro.prompt_mask.sum()) // ro.group_size
     gen = int(ro.mask.sum()) + extra_tokens
-    p_ctx = prompt / max(1, ro.prompt_mask.shape[0])
+    p_ctx = prompt * ro.group_size / max(1, ro.prompt_mask.shape[0])
     g_ctx = p_ctx + gen / max(1, 2 * ro.tokens.shape[0])
     return forward_flops(desc, prompt, int(p_ctx)) + forward_flops(desc, gen, int(g_ctx))
 
@@ -391,26 +403,27 @@ def load_module_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor
 
 # ---- shared utilities for the objectives ---------------------------------------------------
 
-def chat_head(tokenizer, system: str) -> list[int]:
-    """Token ids of a system prompt followed by the opening of the assistant's turn (chat
-    template when the tokenizer has one, else the plain text and a blank line)."""
+def _chat_ids(tokenizer, role: str, content: str) -> list[int]:
+    """One message and the opening of the assistant's turn, through the chat template when
+    the tokenizer has one (else the plain text and a blank line)."""
     if getattr(tokenizer, "chat_template", None):
         try:
-            text = tokenizer.apply_chat_template([{"role": "system", "content": system}],
+            text = tokenizer.apply_chat_template([{"role": role, "content": content}],
                                                  tokenize=False, add_generation_prompt=True)
             return tokenizer.encode(text, add_special_tokens=False)
-        except Exception:  # noqa: BLE001 - some templates reject a system-only conversation
+        except Exception:  # noqa: BLE001 - e.g. a template that rejects a lone system message
             pass
-    return tokenizer.encode(system + "\n\n", add_special_tokens=False)
+    return tokenizer.encode(content + "\n\n", add_special_tokens=False)
+
+
+def chat_head(tokenizer, system: str) -> list[int]:
+    """A system prompt, then the assistant's turn opens (RLP: the document is its text)."""
+    return _chat_ids(tokenizer, "system", system)
 
 
 def user_prompt(tokenizer, content: str) -> list[int]:
-    """Token ids of one user message and the opening of the assistant's turn."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                             tokenize=False, add_generation_prompt=True)
-        return tokenizer.encode(text, add_special_tokens=False)
-    return tokenizer.encode(content + "\n\n", add_special_tokens=False)
+    """A user message, then the assistant's turn opens (RPT's question)."""
+    return _chat_ids(tokenizer, "user", content)
 
 
 @torch.no_grad()

@@ -36,8 +36,10 @@ def reap() -> None:
 
 
 def run_label(r: dict[str, Any]) -> str:
+    """A run's label in pickers. Stable while the run progresses (no status in it): Streamlit
+    widgets keep their value through the label, so a changing label would reset them."""
     name = r.get("name") or ""
-    return f"{r['id']} · {r['objective']} · {r['status']}" + (f" · {name}" if name else "")
+    return f"{r['id']} · {r['objective']} · {r['model']}" + (f" · {name}" if name else "")
 
 
 def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,

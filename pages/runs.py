@@ -29,6 +29,12 @@ def run_table() -> None:
     for r in runs[runs["status"].isin(ACTIVE)].to_dict("records"):
         frac, text = progress_text(r)
         st.progress(frac, text=f"{r['id']} ({r['objective']}): {text}")
+    # A run started, ended or appeared: rerun the whole page so buttons and pickers follow.
+    signature = tuple(zip(runs["id"], runs["status"]))
+    if st.session_state.get("runs_signature", signature) != signature:
+        st.session_state["runs_signature"] = signature
+        st.rerun(scope="app")
+    st.session_state["runs_signature"] = signature
 
 
 run_table()
@@ -43,11 +49,7 @@ st.subheader("Curves")
 default = [st.query_params["run"]] if st.query_params.get("run") in records else list(records)[:1]
 chosen = st.multiselect("Runs to compare", list(records), default=default, format_func=labels.get,
                         key="runs_chosen")
-c1, c2, c3 = st.columns([3, 2, 2])
-names = store().metric_names(chosen)
-preferred = [m for m in ("loss", "reward/mean", "entropy/mean", "tokens_per_s") if m in names]
-with c1:
-    metrics = st.multiselect("Metrics", names, default=preferred[:2] or names[:1], key="runs_metrics")
+c2, c3 = st.columns([2, 2])
 with c2:
     x = st.radio("x axis", ["step", "wall_time", "flops"], horizontal=True, key="runs_x",
                  format_func={"step": "step", "wall_time": "wall time", "flops": "FLOPs"}.get)
@@ -57,6 +59,14 @@ with c3:
 
 @st.fragment(run_every="2s")
 def curves() -> None:
+    # The metric picker lives in the fragment: a queued run has no metric names yet.
+    names = store().metric_names(chosen)
+    # RL objectives' surrogate loss is ~0 by construction (advantages sum to zero): lead with reward.
+    preferred = [m for m in ("reward/mean", "loss/mixed_nll", "rpt/format_fail", "loss", "entropy/mean")
+                 if m in names]
+    kept = [m for m in st.session_state.get("runs_metrics", []) if m in names]
+    st.session_state["runs_metrics"] = kept or preferred[:2] or names[:1]
+    metrics = st.multiselect("Metrics", names, key="runs_metrics")
     if not chosen or not metrics:
         st.caption("Pick runs and metrics to plot.")
         return

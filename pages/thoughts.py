@@ -10,7 +10,7 @@ import streamlit as st
 from pages.common import pick_run, pick_step_sample, store, token_html, windowed
 
 st.title("Thoughts")
-st.caption("What the model thought at each position, how each thought was rewarded, and how it "
+st.caption("What the model thought before each token, how each thought was rewarded, and how it "
            "changed the prediction of the true next token.")
 
 run = pick_run("Run", key="th_run", table="thoughts")
@@ -30,8 +30,8 @@ per_pos = th.groupby("position").agg(reward=("reward", "max"), base_nll=("base_n
 per_pos["gain"] = per_pos["base_nll"] - per_pos["mixed_nll"]
 
 if not toks.empty:
-    # Colour the token AFTER each thought position (the one the thought tried to predict).
-    colour = per_pos.assign(position=per_pos["position"] + 1)[["position", "gain"]]
+    # A thought record's `position` is the token it helped predict, as in the tokens table.
+    colour = per_pos[["position", "gain"]]
     view = toks.merge(colour, on="position", how="left")
     view["help"] = view["gain"].clip(lower=0)
     st.markdown("Colour = how much the thoughts before a token lowered its NLL (darker = helped more). "
@@ -59,7 +59,7 @@ pos = st.selectbox("Position", positions, index=positions.index(best), key="th_p
 group = th[th["position"] == pos].sort_values("reward", ascending=False)
 row = per_pos.set_index("position").loc[pos]
 if not toks.empty:
-    prefix = "".join(toks[toks["position"] <= pos]["token"].tolist()[-60:])
+    prefix = "".join(toks[toks["position"] < pos]["token"].tolist()[-60:])
     st.markdown(f"**Context** …`{prefix[-300:]}` → true next token **{row['target']!r}**")
 m1, m2, m3 = st.columns(3)
 m1.metric("NLL of next token, no thought", f"{row['base_nll']:.3f}" if pd.notna(row["base_nll"]) else "–")

@@ -15,7 +15,7 @@ from lab.models import load_model
 from lab.objectives.ntp import NTP
 from lab.objectives.quiet_star import (HEAD_NAME, QSHead, QuietSTaR, QuietSTaRParams, load_head,
                                        new_head, run_thoughts, sample_tokens, think,
-                                       thought_rewards)
+                                       think_text, thought_rewards)
 from lab.store import TABLE_COLUMNS
 
 torch.set_num_threads(1)
@@ -49,7 +49,7 @@ def objective(lm, L: int = 12, rho: float = 1.0, **params) -> QuietSTaR:
 
 def plain_hidden(model, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Final-norm hidden states and logits of an ordinary causal forward over embeds [1, T, h]."""
-    out = model(inputs_embeds=embeds, output_hidden_states=False)
+    out = model(inputs_embeds=embeds)
     hidden = model.base_model(inputs_embeds=embeds).last_hidden_state
     return hidden[0], out.logits[0]
 
@@ -119,6 +119,37 @@ def test_init_matches_ntp(models, rho):
         n_pos = 12 - 3
         mixed = torch.stack([nll[:, j:j + n_pos] for j in range(3)]).mean()
         torch.testing.assert_close(out.loss.detach(), 0.5 * ntp.loss.detach() + 0.5 * mixed)
+
+
+def test_talk_steps_predict_the_right_tokens(models, monkeypatch):
+    """With w = 1 the mixed prediction is the post-thought one: talk step j at position t must be
+    the plain forward over [x_<=t, <start>, thought, <end>, x_t+1..t+j] predicting x_{t+j+1}."""
+    import lab.objectives.quiet_star as qsmod
+    lm = models("tiny-random")
+    qs = objective(lm)
+    with torch.no_grad():
+        qs.qs_head.mlp[-1].bias.fill_(1.0)
+    seen, original = {}, qsmod.run_thoughts
+
+    def spy(*args, **kwargs):
+        seen["th"] = original(*args, **kwargs)
+        return seen["th"]
+    monkeypatch.setattr(qsmod, "run_thoughts", spy)
+    b = batch(5)
+    out = qs.step(b, record=1)
+    x, emb, head = b["input_ids"][0], lm.model.get_input_embeddings(), qs.qs_head
+    with torch.no_grad():
+        for row in out.thought_records:
+            t, i = row["extra"]["after"], row["idx"]
+            if t not in (0, 4, 8):
+                continue
+            seq = torch.cat([emb(x[:t + 1]), head.meta("start")[None],
+                             emb(seen["th"].thought_ids[0, i, t]), head.meta("end")[None],
+                             emb(x[t + 1:t + 3])])
+            logp = torch.log_softmax(lm.model(inputs_embeds=seq[None]).logits[0, -3:], -1)
+            ref = [-logp[j, x[t + 1 + j]].item() for j in range(3)]
+            assert row["extra"]["talk_mixed_nll"] == pytest.approx(ref, rel=1e-4, abs=1e-4)
+            assert row["weight"] == 1.0
 
 
 # ---- 3. reward arithmetic --------------------------------------------------------------------
@@ -197,7 +228,7 @@ def test_padding_rows_of_lm_head_are_excluded(models):
 
 def test_step_records_and_metrics(models):
     lm = models("tiny-random-qwen2")
-    qs = objective(lm, L=16, **{**SMALL, "n_passes": 2})
+    qs = objective(lm, L=16)
     b = batch(4, B=3, L=16)
     out = qs.step(b, record=2)
     for name in ("loss/base_nll", "loss/mixed_nll", "loss/policy", "reward/mean", "reward/std",
@@ -238,30 +269,31 @@ def test_params_problems_and_unsupported_model(models):
 
 # ---- 5. inference with thoughts, the corrupted control, the checkpointed head ----------------
 
-def test_think_and_corrupted_control(models, tmp_path):
+def test_think_text_and_corrupted_control(models, tmp_path):
     lm = models("tiny-random-gpt2")
-    head = new_head(lm.model, lm.tokenizer)
+    head = new_head(lm.model, lm.tokenizer, n_ahead=6)
     with torch.no_grad():
         head.mlp[-1].bias.fill_(0.3)
     text = "Tom has 3 apples and buys 4 more."
     n_tok = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
-    rows = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=1)
+    rows = think_text(lm.model, lm.tokenizer, head, text, n_passes=2, seed=1)
     assert len(rows) == n_tok
     first = rows[0]
     assert first["position"] == 1 and first["target"] is not None and rows[-1]["target"] is None
     assert 0 <= first["base_prob"] <= 1 and 0 <= first["mixed_prob"] <= 1
     assert first["w"] == pytest.approx(0.3, abs=1e-5)
+    # n_ahead = 6 (from the head): <start>, 3 sampled tokens, <end>
     assert len(first["thoughts"]) == 2 and all(t["n_tokens"] == 3 for t in first["thoughts"])
-    again = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=1)
+    again = think_text(lm.model, lm.tokenizer, head, text, n_passes=2, seed=1)
     assert [r["thoughts"] for r in again] == [r["thoughts"] for r in rows]
-    other = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=2)
+    other = think_text(lm.model, lm.tokenizer, head, text, n_passes=2, seed=2)
     assert [r["thoughts"] for r in other] != [r["thoughts"] for r in rows]
-    bad = think(lm.model, lm.tokenizer, head, text, n_passes=2, n_ahead=6, seed=1, corrupted=True)
+    bad = think_text(lm.model, lm.tokenizer, head, text, n_passes=2, seed=1, corrupted=True)
     assert [len(r["thoughts"]) for r in bad] == [2] * n_tok
     assert all(t["n_tokens"] == 3 for r in bad for t in r["thoughts"])
     assert [r["thoughts"] for r in bad] != [r["thoughts"] for r in rows]
     # a w = 0 head leaves the prediction unchanged
-    plain = think(lm.model, lm.tokenizer, new_head(lm.model, lm.tokenizer), text, n_ahead=4)
+    plain = think_text(lm.model, lm.tokenizer, new_head(lm.model, lm.tokenizer), text, n_ahead=4)
     assert plain[0]["mixed_prob"] == pytest.approx(plain[0]["base_prob"], rel=1e-5)
 
     # the head round-trips through the checkpoint file the training loop writes
@@ -269,13 +301,61 @@ def test_think_and_corrupted_control(models, tmp_path):
     save_file({k: v.contiguous() for k, v in head.state_dict().items()},
               str(tmp_path / f"extra_{HEAD_NAME}.safetensors"))
     loaded = load_head(tmp_path, lm.model)
-    assert isinstance(loaded, QSHead)
+    assert isinstance(loaded, QSHead) and int(loaded.n_ahead) == 6
     for k, v in head.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
-    from_state = think(lm.model, lm.tokenizer, head.state_dict(), text, n_passes=2, n_ahead=6, seed=1)
+    from_state = think_text(lm.model, lm.tokenizer, head.state_dict(), text, n_passes=2, seed=1)
     assert [r["thoughts"] for r in from_state] == [r["thoughts"] for r in rows]
     with pytest.raises(LabError, match="not trained with Quiet-STaR"):
         load_head(tmp_path / "missing", lm.model)
+
+
+def test_think_eval_contract_and_padding(models, tmp_path):
+    """think(loaded, ids, mask, corrupt=, generator=) -> mixed logits [B, T, V] (the contract
+    of docs/evaluation.md), the same for a row alone and inside left/right-padded batches."""
+    from lab.models import LoadedModel
+    lm = models("tiny-random")
+    x = batch(6, B=1, L=7)["input_ids"]
+    pad = lm.tokenizer.pad_token_id
+    zero = new_head(lm.model, lm.tokenizer, n_ahead=5)
+    out = think(lm, x, torch.ones_like(x), head=zero, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 7, lm.model.config.vocab_size)
+    torch.testing.assert_close(out, lm.model(input_ids=x).logits)       # w = 0: the base model
+
+    head = new_head(lm.model, lm.tokenizer, n_ahead=5)
+    with torch.no_grad():
+        head.mlp[-1].bias.fill_(1.0)
+    kw = dict(head=head, temperature=1e-6)    # near-greedy thoughts: identical across batches
+    alone = think(lm, x, torch.ones_like(x), **kw)
+    assert not torch.allclose(alone, lm.model(input_ids=x).logits, atol=1e-3)
+    left = torch.cat([torch.full((1, 3), pad), x], 1)
+    right = torch.cat([x, torch.full((1, 3), pad)], 1)
+    mask_l = torch.cat([torch.zeros(1, 3), torch.ones(1, 7)], 1).long()
+    both = think(lm, torch.cat([left, right]), torch.cat([mask_l, mask_l.flip(1)]), **kw)
+    torch.testing.assert_close(both[0, 3:], alone[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(both[1, :7], alone[0], atol=1e-4, rtol=1e-4)
+    two = think(lm, x, torch.ones_like(x), n_passes=2, **kw)   # log of the mean probability
+    torch.testing.assert_close(two.exp().sum(-1), torch.ones(1, 7))
+
+    # without `head`, the head comes from the folder the checkpoint model was loaded from
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()},
+              str(tmp_path / f"extra_{HEAD_NAME}.safetensors"))
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    ckpt = load_model(str(tmp_path))
+    from_ckpt = think(ckpt, x, torch.ones_like(x), temperature=1e-6)
+    torch.testing.assert_close(from_ckpt, alone, atol=1e-4, rtol=1e-4)
+    with pytest.raises(LabError, match="checkpoint"):
+        think(LoadedModel(model=new_tiny_llama(), tokenizer=lm.tokenizer, spec="x"), x,
+              torch.ones_like(x))
+
+
+def new_tiny_llama():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    return AutoModelForCausalLM.from_config(LlamaConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, vocab_size=64)).eval()
 
 
 def test_sigmoid_mixing_starts_near_base(models):

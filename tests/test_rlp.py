@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lab import rl
 from lab.config import RunConfig
+from lab.errors import LabError
 from lab.objectives import get_objective
 from lab.objectives.rlp import RLP
 
@@ -59,7 +60,7 @@ def _logp_last(model, seq: list[int]) -> float:
 
 def test_registry_and_params_validation():
     assert get_objective("rlp") is RLP
-    with pytest.raises(Exception, match="group_size"):
+    with pytest.raises(LabError, match="group_size"):
         RunConfig(objective="rlp", model="tiny-random", seq_len=SEQ,
                   params={"group_size": 1}).validate()
 

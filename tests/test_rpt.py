@@ -62,6 +62,9 @@ REWARD_CASES = [
     ("no think block: last box of the completion", " the cat sat", "so \\boxed{ the}", 1.0),
     ("nested braces", " {a{b}} end", "</think>\\boxed{ {a{b}}}", 1.0),
     ("nested braces, cut inside a token", " {a{b}} end", "</think>\\boxed{ {a{b}}", 0.0),
+    ("a lone '{' token", "{a{b}} end", "</think>\\boxed{{}", 1.0),
+    ("a lone '}' token", "} end", "</think>\\boxed{}}", 1.0),
+    ("unfinished last box", " the cat sat", "</think>\\boxed{ a} \\boxed{ the", 0.0),
     ("multi-byte char split over three tokens", " 日本語", "</think>\\boxed{ 日}", 1.0),
     ("two multi-byte chars", " 日本語", "</think>\\boxed{ 日本}", 1.0),
     ("multi-byte char, wrong", " 日本語", "</think>\\boxed{ 月}", 0.0),
@@ -82,6 +85,16 @@ def test_token_bytes_are_raw_bytes(tok):
     assert len(tb[0]) == 2 and tb[0] == b" \xe6"               # ' ' + first byte of 日
     assert "\ufffd" in tok.decode([ids[0]])                    # why a decode round trip is wrong
     assert extract_prediction("</think> \\boxed{\\frac{1}{2}} done") == "\\frac{1}{2}"
+
+
+def test_format_warmup_completion_is_a_correct_answer(tok):
+    """The synthetic warm-up completion boxes the shortest whole-character run of true
+    tokens, so it earns reward 1 (also when x_t ends inside a UTF-8 character)."""
+    for truth in (" the cat sat", " 日本語", "{a{b}} end"):
+        cont = token_bytes(tok, tok.encode(truth, add_special_tokens=False))
+        answer = rpt_mod.answer_text(cont)
+        assert truth.startswith(answer) and "\ufffd" not in answer
+        assert rpt_reward(rpt_mod.format_completion("ctx", answer), cont) == (1.0, answer)
 
 
 # ---- 2. group advantages and dynamic sampling ------------------------------------------------

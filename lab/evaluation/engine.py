@@ -188,12 +188,15 @@ class Engine:
         cpos = prefix_len[:, None] + torch.arange(cids.shape[1], device=ids.device)[None]
         res2 = self.model(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
                           past_key_values=cache, use_cache=True)
-        clp = F.log_softmax(res2.logits.float(), dim=-1)                     # [N, C, V]
+        logits = res2.logits.float()                                          # [N, C, V]
+        lse = torch.logsumexp(logits, dim=-1)                                 # [N, C]
+        # log p(token k+1) = logit - logsumexp at position k (no full log_softmax copy)
+        nxt = torch.cat([cids[:, 1:], cids[:, :1]], dim=1)
+        tok_lp = logits.gather(-1, nxt[..., None])[..., 0] - lse              # [N, C]
         sums_flat = []
         for n, toks in enumerate(flat):
-            t = torch.tensor(toks, dtype=torch.long, device=ids.device)
-            first = last_lp[rep[n], t[0]]
-            rest = clp[n, :len(toks) - 1].gather(-1, t[1:, None]).sum() if len(toks) > 1 else 0.0
+            first = last_lp[rep[n], toks[0]]
+            rest = tok_lp[n, :len(toks) - 1].sum() if len(toks) > 1 else 0.0
             sums_flat.append((float(first + rest), len(toks)))
         results, k = [], 0
         for b, c in enumerate(conts):

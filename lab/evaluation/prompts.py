@@ -19,7 +19,9 @@ ANSWER_MARKER = "\nA:"
 COT_TRIGGER = " Let's think step by step."
 COT_FINAL = "\nTherefore, the answer (arabic numerals) is"
 
-# Where a generation is cut (the model starts a new question or a new document).
+# Where a generation is cut. Direct answers are one line; leading whitespace does not count,
+# so " \n18" is not cut to nothing.
+DIRECT_STOPS = ("\n",)
 QA_STOPS = ("\nQ:", "\n\n")
 COT_STOPS = ("\nQ:", "\n\n\n")
 MATH_STOPS = ("\nProblem:", "\n\n")

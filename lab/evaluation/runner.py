@@ -93,10 +93,10 @@ def _row(item: Item, correct: float, prediction: Any, extra: dict) -> dict:
 
 def _gsm8k(engine, items, spec, progress):
     gens = engine.generate([it.prompt for it in items], max_new_tokens=spec.new_tokens(),
-                           batch_size=spec.batch_size, stops=prompts.QA_STOPS, progress=progress)
+                           batch_size=spec.batch_size, stops=prompts.DIRECT_STOPS, progress=progress)
     rows = []
     for it, g in zip(items, gens):
-        pred = extract.extract_number(g, which="first", stops=prompts.QA_STOPS)
+        pred = extract.extract_number(g, which="first", stops=prompts.DIRECT_STOPS)
         rows.append(_row(it, extract.same_number(pred, it.target), pred,
                          {"generation": g, "prompt": it.prompt}))
     return rows, {}
@@ -146,10 +146,10 @@ def _csqa(engine, items, spec, progress):
 
 def _csqa_gen(engine, items, spec, progress):
     gens = engine.generate([it.prompt for it in items], max_new_tokens=spec.new_tokens(),
-                           batch_size=spec.batch_size, stops=prompts.QA_STOPS, progress=progress)
+                           batch_size=spec.batch_size, stops=prompts.DIRECT_STOPS, progress=progress)
     rows = []
     for it, g in zip(items, gens):
-        pred = extract.extract_letter(g, it.labels, it.texts, stops=prompts.QA_STOPS)
+        pred = extract.extract_letter(g, it.labels, it.texts, stops=prompts.DIRECT_STOPS)
         rows.append(_row(it, pred == it.target, pred, {"generation": g, "choices": it.texts}))
     return rows, {}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,6 +29,13 @@ class EvalSpec:
     reference: str = ""              # heldout-nll: model whose entropy picks forking tokens
                                      # ("" = the evaluated model itself)
     extra: dict[str, Any] = field(default_factory=dict)   # free-form notes stored in config
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, os.PathLike):
+            self.data = str(self.data)
+        if isinstance(self.data, str) and not self.data.strip():
+            self.data = None
+        self.model = self.model.strip() if isinstance(self.model, str) else self.model
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

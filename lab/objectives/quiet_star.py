@@ -9,7 +9,7 @@ thought passes run on a batch of B·n_passes rows (row b·P + i = thought i of s
 `n_ahead + n_ahead_talk - 2` passes each feed ONE token per position, reusing the cache of all
 earlier passes, with a float additive 4D mask [B·P, 1, n_pos, L + k·n_pos]: position t in pass
 k sees the text x_≤t and its own earlier thought tokens (one diagonal block per pass), and has
-position id t + k. Feeding order per position t:
+position id t + k (t counted over non-padding tokens). Feeding order per position t:
 
     pass 1: <start>   passes 2..S+1: the S = n_ahead - 3 sampled tokens   pass S+2: <end>
     passes S+3..: x_{t+1}, x_{t+2}, ... (teacher forcing)
@@ -20,15 +20,25 @@ n_ahead_talk-1, where step j mixes with the base state at t+j and predicts x_{t+
 
 Every pass is gradient-bearing: the mixed NLL must reach the thought key/values, and the
 policy term needs log π of the sampled tokens. The spec's alternative (sample everything
-without gradient, then one gradient-bearing forward over text + all thought tokens) computes
-the same gradients but costs strictly more: the same 1 + P·(n_ahead + n_ahead_talk - 2) token
-sweeps with gradient PLUS (1 + P·(n_ahead - 3)) no-grad sampling sweeps, and a (1 + 14P)²·L²
-score matrix instead of Σ_k L·(L + k·L). So this module uses the incremental route.
+without gradient, then one gradient-bearing forward over text + all thought tokens) gives the
+same gradients (sampled ids are detached either way) but costs strictly more: the same
+1 + P·(n_ahead + n_ahead_talk - 2) gradient-bearing token sweeps, PLUS 1 + P·(n_ahead - 3)
+no-grad sampling sweeps, and one dense score matrix over all (1 + P·(n_ahead + n_ahead_talk
+- 2))·L tokens instead of the per-pass L × (L + k·L) blocks. So this module uses the
+incremental route: 29 sweeps per sequence at the defaults (official code: 30, plus logits it
+throws away).
+
+Memory: autograd keeps the activations of all the sweeps and each pass's grown key/value
+cache, so a sequence costs about 29× an NTP sequence (measured: SmolLM2-135M, 1 × 59 tokens,
+about 5 GB peak on CPU). Use a small micro-batch with grad_accum.
 
 Work avoided: the base pass is not duplicated per thought; positions that cannot have
 n_ahead_talk true tokens after them (the last n_ahead_talk) get no thought at all (n_pos =
 L - n_ahead_talk); lm_head runs only for the base pass, the S sampling passes and the mixed
 states at valid positions (logits_to_keep=<empty> elsewhere).
+
+FLOPs (lab/flops.py): pass 0 as an NTP step, plus each thought pass k as a gradient-bearing
+sweep over B·P·n_pos tokens at context L + k·n_pos (the key columns its dense mask spans).
 
 Meta-tokens are not vocabulary rows: they are two vectors in the `qs_head` module (fed as
 inputs_embeds), so lm_head can never produce them and checkpoints stay plain HF models. Vocab
@@ -41,13 +51,14 @@ forking token). The policy term keeps every valid position.
 
 Record conventions (tables `tokens` and `thoughts`): a thought row's `position` is the index of
 the token it is trying to predict (the thought was inserted after x_{position-1}), the same
-convention as `tokens` (row t = token x_t and the distribution that predicted it), so the two
-tables join on (run_id, step, sample, position).
+convention as `tokens` (row t = token x_t and the distribution that predicted it) and as RLP
+and RPT, so the tables join on (run_id, step, sample, position).
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,11 +119,11 @@ class QSHead(nn.Module):
     """Mixing head MLP on [h_base, h_thought] and the <start>/<end> input vectors.
 
     The meta vectors are stored divided by `scale` and multiplied by it when used (official
-    code: an effective ×scale learning rate). `scale` and the mixing kind are buffers, so the
-    safetensors file alone rebuilds the head (`load_head`)."""
+    code: an effective ×scale learning rate). `scale`, the mixing kind and the trained n_ahead
+    are buffers, so the safetensors file alone rebuilds the head (`load_head`)."""
 
     def __init__(self, hidden: int, init: torch.Tensor | None = None, *, scale: float = 100.0,
-                 mixing: str = "unbounded") -> None:
+                 mixing: str = "unbounded", n_ahead: int = 12) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -125,6 +136,7 @@ class QSHead(nn.Module):
         self.end = nn.Parameter(init / scale)
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("sigmoid", torch.tensor(mixing == "sigmoid"))
+        self.register_buffer("n_ahead", torch.tensor(int(n_ahead)))  # inference default
 
     def meta(self, which: str) -> torch.Tensor:
         """The input vector of <start> or <end>, [hidden]."""
@@ -144,13 +156,15 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
 
 
-def new_head(model, tokenizer, *, scale: float = 100.0, mixing: str = "unbounded") -> QSHead:
+def new_head(model, tokenizer, *, scale: float = 100.0, mixing: str = "unbounded",
+             n_ahead: int = 12) -> QSHead:
     """A fresh head for `model`, meta vectors initialised from the embedding of "---"."""
     raw = _unwrap(model)
     emb = raw.get_input_embeddings().weight
     ids = [i for i in tokenizer.encode(META_INIT_TEXT, add_special_tokens=False) if i < emb.shape[0]]
     init = emb[ids].mean(0) if ids else torch.zeros(emb.shape[1])
-    return QSHead(emb.shape[1], init, scale=scale, mixing=mixing).to(emb.device, emb.dtype)
+    head = QSHead(emb.shape[1], init, scale=scale, mixing=mixing, n_ahead=n_ahead)
+    return head.to(emb.device, emb.dtype)
 
 
 def load_head(checkpoint_folder: str | Path, model) -> QSHead:
@@ -160,13 +174,17 @@ def load_head(checkpoint_folder: str | Path, model) -> QSHead:
     if not path.exists():
         raise LabError(f"{path} does not exist: this checkpoint was not trained with Quiet-STaR "
                        "(or predates its mixing head).")
-    state = load_file(str(path))
+    return _head_from_state(load_file(str(path)), model, where=str(path))
+
+
+def _head_from_state(state: dict[str, torch.Tensor], model, where: str = "the head state") -> QSHead:
     emb = _unwrap(model).get_input_embeddings().weight
     hidden = emb.shape[1]
     if state["start"].numel() != hidden:
-        raise LabError(f"{path} holds a head for hidden size {state['start'].numel()}, but the "
+        raise LabError(f"{where} holds a head for hidden size {state['start'].numel()}, but the "
                        f"model has hidden size {hidden}: load the model of the same run.")
-    head = QSHead(hidden, scale=float(state["scale"]),
+    state.setdefault("n_ahead", torch.tensor(QuietSTaRParams.n_ahead))
+    head = QSHead(hidden, scale=float(state["scale"]), n_ahead=int(state["n_ahead"]),
                   mixing="sigmoid" if bool(state["sigmoid"]) else "unbounded")
     head.load_state_dict(state)
     return head.to(emb.device, emb.dtype)
@@ -248,15 +266,16 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
     dev = input_ids.device
     from transformers import DynamicCache
     cache = DynamicCache()
+    text_pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # = t unless left-padded
     base_hidden, base_logits = _forward(model, raw, logits=True, input_ids=input_ids,
                                         attention_mask=attention_mask, past_key_values=cache,
-                                        position_ids=torch.arange(L, device=dev).expand(B, L))
+                                        position_ids=text_pos)
     if P > 1:
         cache.batch_repeat_interleave(P)  # the base keys/values stay in the graph
     emb = raw.get_input_embeddings()
     dtype = base_hidden.dtype
     mask = thought_mask(attention_mask, n_pos, K, dtype).repeat_interleave(P, dim=0)
-    pos = torch.arange(n_pos, device=dev).expand(B * P, n_pos)
+    pos = text_pos[:, :n_pos].repeat_interleave(P, dim=0)
     rows = input_ids.repeat_interleave(P, dim=0)                              # [B·P, L]
     meta = {w: _unwrap(head).meta(w).to(dtype).expand(B * P, n_pos, -1) for w in ("start", "end")}
 
@@ -284,7 +303,7 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
             if thought_ids is not None:
                 tok = thought_ids[:, :, :, k - 1].reshape(B * P, n_pos)
             elif corrupted:
-                tok = torch.randint(0, n_vocab, (B * P, n_pos), device=dev, generator=generator)
+                tok = (_uniform((B * P, n_pos), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
             else:
                 logits = logits[..., :n_vocab]
                 with torch.no_grad():
@@ -313,9 +332,17 @@ def sample_tokens(logits: torch.Tensor, temperature: float = 1.0,
     the most expensive op of a tiny-model step on CPU."""
     probs = torch.softmax(_scaled(logits, temperature), dim=-1)
     cdf = probs.reshape(-1, probs.shape[-1]).cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) * cdf[:, -1:]
+    u = _uniform((cdf.shape[0], 1), cdf.device, generator) * cdf[:, -1:]
     tok = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
     return tok.view(probs.shape[:-1])
+
+
+def _uniform(shape: tuple[int, ...], device: torch.device,
+             generator: torch.Generator | None) -> torch.Tensor:
+    """U[0, 1) draws from `generator` on its own device (callers may pass a CPU generator
+    for a GPU model), moved to `device`."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, device=where, generator=generator).to(device)
 
 
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -354,8 +381,9 @@ class QuietSTaR(Objective):
         super().__init__(model, tokenizer, params, cfg, device)
         raw = _unwrap(model)
         _require_decoder_only(raw)
-        self.n_vocab = min(len(tokenizer), raw.get_output_embeddings().weight.shape[0])
-        self.qs_head = new_head(raw, tokenizer, scale=params.meta_lr_scale, mixing=params.mixing)
+        self.n_vocab = _n_vocab(raw, tokenizer)
+        self.qs_head = new_head(raw, tokenizer, scale=params.meta_lr_scale, mixing=params.mixing,
+                                n_ahead=params.n_ahead)
         check_supported(raw, self.qs_head, self.n_vocab)
         max_pos = _max_positions(raw)
         needed = getattr(cfg, "seq_len", 0) + params.n_ahead - 3
@@ -433,40 +461,42 @@ class QuietSTaR(Objective):
     @torch.no_grad()
     def _record(self, out: StepOutput, n: int, ids, th: Thoughts, ok, base_nll, mixed_nll,
                 mixed_logits, w, reward, targets) -> None:
-        """Token rows (base prediction + w / mixed NLL per position) and one thought row per
-        (position, thought) for the first n sequences."""
+        """Token rows (base prediction, with w / mixed NLL of the thoughts that predicted each
+        token in `extra`) and one thought row per (position, thought) for the first n sequences."""
         tok = self.tokenizer
         where = ok.nonzero().tolist()                                          # N rows (b, t)
-        raw_reward = -mixed_nll.sum(0)
-        raw_reward = raw_reward - raw_reward.mean(-1, keepdim=True)
-        pred = mixed_logits[0].argmax(-1)                                      # [N, P]
+        # one device->host copy of everything (no per-value .item() syncs on a GPU)
+        logp_sum = -mixed_nll.sum(0)
+        raw_reward = (logp_sum - logp_sum.mean(-1, keepdim=True)).tolist()    # [N][P]
+        talk_nll = mixed_nll.permute(1, 2, 0).tolist()                         # [N][P][n_talk]
+        talk_w = w[..., 0].permute(1, 2, 0).tolist()                           # [N][P][n_talk]
+        reward_l, base_l = reward.tolist(), base_nll.tolist()
+        pred = mixed_logits[0].argmax(-1).tolist()                             # [N][P]
+        target_l = targets[0].tolist()
+        thought_ids = th.thought_ids[:n].tolist()                              # [n][P][n_pos][S]
+        n_talk = mixed_nll.shape[0]
         for s in range(n):
-            rows = [r for r, (b, _) in enumerate(where) if b == s]
+            rows = [(r, t) for r, (b, t) in enumerate(where) if b == s]
             extras: list[dict] = [{} for _ in range(ids.shape[1])]
-            for r in rows:
-                t = where[r][1]
-                extras[t + 1] = {"w": w[0, r].mean().item(), "mixed_nll": mixed_nll[0, r].mean().item()}
+            for r, t in rows:
+                extras[t + 1] = {"w": sum(x[0] for x in talk_w[r]) / len(talk_w[r]),
+                                 "mixed_nll": sum(x[0] for x in talk_nll[r]) / len(talk_nll[r])}
             out.token_records += sequence_records(tok, ids[s], th.base_logits[s], sample=s,
                                                   extra=extras)
-            ids_cpu = th.thought_ids[s].cpu()
-            for r in rows:
-                t = where[r][1]
-                texts = tok.batch_decode(ids_cpu[:, t].tolist(), clean_up_tokenization_spaces=False)
-                for i in range(ids_cpu.shape[0]):
+            for r, t in rows:
+                for i in range(len(raw_reward[r])):
+                    tids = thought_ids[s][i][t]
                     out.thought_records.append({
                         "sample": s, "position": t + 1, "idx": i, "kind": "quiet-star",
-                        "text": texts[i], "n_tokens": int(ids_cpu.shape[-1]),
-                        "reward": reward[r, i].item(), "advantage": None,
-                        "weight": w[0, r, i].item(), "base_nll": base_nll[s, t].item(),
-                        "mixed_nll": mixed_nll[0, r, i].item(),
-                        "prediction": tok.decode([int(pred[r, i])], clean_up_tokenization_spaces=False),
-                        "target": tok.decode([int(targets[0, r])], clean_up_tokenization_spaces=False),
-                        "extra": {"after": t, "raw_reward": raw_reward[r, i].item(),
-                                  "talk_mixed_nll": mixed_nll[:, r, i].tolist(),
-                                  "talk_base_nll": [base_nll[s, t + j].item()
-                                                    for j in range(mixed_nll.shape[0])],
-                                  "talk_w": w[:, r, i, 0].tolist(),
-                                  "tokens": token_texts(tok, ids_cpu[i, t].tolist())}})
+                        "text": tok.decode(tids, clean_up_tokenization_spaces=False),
+                        "n_tokens": len(tids), "reward": reward_l[r][i], "advantage": None,
+                        "weight": talk_w[r][i][0], "base_nll": base_l[s][t],
+                        "mixed_nll": talk_nll[r][i][0], "prediction": _text(tok, pred[r][i]),
+                        "target": _text(tok, target_l[r]),
+                        "extra": {"after": t, "raw_reward": raw_reward[r][i],
+                                  "talk_mixed_nll": talk_nll[r][i], "talk_w": talk_w[r][i],
+                                  "talk_base_nll": base_l[s][t:t + n_talk],
+                                  "tokens": token_texts(tok, tids)}})
 
 
 def _mean(x: torch.Tensor) -> float:
@@ -539,57 +569,109 @@ def check_supported(model, head: QSHead, n_vocab: int) -> None:
 
 # ---- inference with thoughts ----------------------------------------------------------------
 
+_HEADS: "weakref.WeakKeyDictionary[nn.Module, QSHead]" = weakref.WeakKeyDictionary()
+
+
+def _head_of(loaded) -> QSHead:
+    """The head saved next to a run checkpoint's weights (the folder the model was loaded
+    from), loaded once per model object."""
+    model = loaded.model
+    if model not in _HEADS:
+        folder = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+        if not folder or not Path(folder).is_dir():
+            raise LabError(f"Thought inference needs a Quiet-STaR checkpoint (run:<id>); "
+                           f"{loaded.spec!r} was not loaded from a checkpoint folder.")
+        _HEADS[model] = load_head(folder, model)
+    return _HEADS[model]
+
+
+def _as_head(head: QSHead | dict[str, torch.Tensor], model) -> QSHead:
+    if isinstance(head, QSHead):
+        return head.to(_unwrap(model).get_input_embeddings().weight.device)
+    return _head_from_state(dict(head), model)
+
+
 @torch.no_grad()
-def think(model, tokenizer, head: QSHead | dict[str, torch.Tensor], text: str, *,
-          n_passes: int = 2, n_ahead: int = 12, temperature: float = 1.0, seed: int = 0,
-          corrupted: bool = False, max_tokens: int = 512) -> list[dict[str, Any]]:
+def _predict(model, head: QSHead, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+             n_vocab: int, n_ahead: int | None, n_passes: int, temperature: float,
+             generator: torch.Generator | None, corrupted: bool):
+    """Thoughts at every position, and the mixed next-token logits [B, P, T, V] with w."""
+    raw = _unwrap(model)
+    was_training = raw.training
+    raw.eval()
+    try:
+        th = run_thoughts(raw, head, input_ids, attention_mask, n_pos=input_ids.shape[1],
+                          n_ahead=n_ahead or int(head.n_ahead), n_talk=1, n_passes=n_passes,
+                          n_vocab=n_vocab, sample_temperature=temperature, generator=generator,
+                          corrupted=corrupted)
+    finally:
+        raw.train(was_training)
+    post = th.talk_hidden[0]                                                   # [B, P, T, h]
+    mixed, w = head(th.base_hidden[:, None].expand_as(post), post)
+    return th, raw.get_output_embeddings()(mixed), w
+
+
+@torch.no_grad()
+def think(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, corrupt: bool = False,
+          generator: torch.Generator | None = None, head: QSHead | None = None,
+          n_ahead: int | None = None, n_passes: int = 1, temperature: float = 1.0) -> torch.Tensor:
+    """Mixed next-token logits [B, T, V] at every position, each position having thought first
+    (the evaluation contract of docs/evaluation.md). `loaded` is a lab.models.LoadedModel of a
+    Quiet-STaR run checkpoint; its head is read from the checkpoint folder unless given.
+    Batches may be left- or right-padded: positions come from the attention mask. `corrupt`
+    replaces each thought by uniformly random tokens of the same length (§5 control).
+    n_ahead defaults to the one the head was trained with; with n_passes > 1 the result is
+    the log of the mean mixed probability over the thoughts."""
+    head = head if head is not None else _head_of(loaded)
+    n_vocab = _n_vocab(loaded.model, loaded.tokenizer)
+    _, logits, _ = _predict(loaded.model, head, input_ids, attention_mask, n_vocab=n_vocab,
+                            n_ahead=n_ahead, n_passes=n_passes, temperature=temperature,
+                            generator=generator, corrupted=corrupt)
+    if n_passes == 1:
+        return logits[:, 0]
+    return torch.logsumexp(torch.log_softmax(logits.float(), -1), dim=1) - math.log(n_passes)
+
+
+@torch.no_grad()
+def think_text(model, tokenizer, head: QSHead | dict[str, torch.Tensor], text: str, *,
+               n_passes: int = 2, n_ahead: int | None = None, temperature: float = 1.0,
+               seed: int = 0, corrupted: bool = False, max_tokens: int = 512) -> list[dict[str, Any]]:
     """Think after every token of `text` and report, per position, the thoughts and how they
-    change the next-token prediction.
+    change the next-token prediction (for pages and notebooks).
 
     One dict per text token x_t (t = 0..L-1): `position` = t + 1 (index of the predicted token,
     the records' convention), `after` (text of x_t), `target` (text of x_{t+1}; None at the
     end), `base_prob` / `mixed_prob` (probability of the target without / with the thought,
     mixed averaged over thoughts), `base_top` (base argmax), `w` (mean mixing weight) and
-    `thoughts`: [{"text", "n_tokens", "w", "mixed_prob", "prediction"}]. `corrupted=True`
-    replaces each thought by uniformly random tokens of the same length (§5 control); the same
-    seed gives the same thoughts. Meta-tokens never appear in the output."""
+    `thoughts`: [{"text", "n_tokens", "w", "mixed_prob", "prediction"}]. `head` is a QSHead or
+    its state dict (`load_head` reads one from a checkpoint); n_ahead defaults to the trained
+    one. `corrupted=True` replaces each thought by uniformly random tokens of the same length
+    (§5 control); the same seed gives the same thoughts. Meta-tokens never appear."""
     raw = _unwrap(model)
-    if isinstance(head, dict):
-        h = QSHead(raw.get_input_embeddings().weight.shape[1], scale=float(head["scale"]),
-                   mixing="sigmoid" if bool(head["sigmoid"]) else "unbounded")
-        h.load_state_dict(head)
-        head = h
+    head = _as_head(head, raw)
     dev = raw.get_input_embeddings().weight.device
-    head = head.to(dev)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :max_tokens].to(dev)
     if ids.shape[1] == 0:
         raise LabError("Nothing to think about: the text is empty.")
-    n_vocab = min(len(tokenizer), raw.get_output_embeddings().weight.shape[0])
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    was_training = raw.training
-    raw.eval()
-    try:
-        th = run_thoughts(raw, head, ids, torch.ones_like(ids), n_pos=ids.shape[1], n_ahead=n_ahead,
-                          n_talk=1, n_passes=n_passes, n_vocab=n_vocab,
-                          sample_temperature=temperature, generator=gen, corrupted=corrupted)
-    finally:
-        raw.train(was_training)
-    post = th.talk_hidden[0, 0]                                                # [P, L, h]
-    mixed, w = head(th.base_hidden[0][None].expand_as(post), post)
-    mixed_p = torch.softmax(raw.get_output_embeddings()(mixed).float()[..., :n_vocab], -1)
-    base_p = torch.softmax(th.base_logits[0].float()[..., :n_vocab], -1)       # [L, V]
+    n_vocab = _n_vocab(raw, tokenizer)
+    th, logits, w = _predict(raw, head, ids, torch.ones_like(ids), n_vocab=n_vocab, n_ahead=n_ahead,
+                             n_passes=n_passes, temperature=temperature,
+                             generator=torch.Generator(device=dev).manual_seed(seed),
+                             corrupted=corrupted)
+    mixed_p = torch.softmax(logits[0].float()[..., :n_vocab], -1).cpu()       # [P, L, V]
+    base_p = torch.softmax(th.base_logits[0].float()[..., :n_vocab], -1).cpu()  # [L, V]
+    w = w[0, :, :, 0].cpu()                                                      # [P, L]
+    thought_ids = th.thought_ids[0].tolist()                                     # [P][L][S]
     L, ids_l = ids.shape[1], ids[0].tolist()
     texts = token_texts(tokenizer, ids_l)
     out = []
     for t in range(L):
         nxt = ids_l[t + 1] if t + 1 < L else None
-        thoughts = []
-        for i in range(n_passes):
-            tids = th.thought_ids[0, i, t].tolist()
-            thoughts.append({"text": tokenizer.decode(tids, clean_up_tokenization_spaces=False),
-                             "n_tokens": len(tids), "w": w[i, t, 0].item(),
-                             "mixed_prob": mixed_p[i, t, nxt].item() if nxt is not None else None,
-                             "prediction": _text(tokenizer, int(mixed_p[i, t].argmax()))})
+        thoughts = [{"text": tokenizer.decode(thought_ids[i][t], clean_up_tokenization_spaces=False),
+                     "n_tokens": len(thought_ids[i][t]), "w": w[i, t].item(),
+                     "mixed_prob": mixed_p[i, t, nxt].item() if nxt is not None else None,
+                     "prediction": _text(tokenizer, int(mixed_p[i, t].argmax()))}
+                    for i in range(n_passes)]
         out.append({"position": t + 1, "after": texts[t],
                     "target": texts[t + 1] if nxt is not None else None,
                     "base_prob": base_p[t, nxt].item() if nxt is not None else None,
@@ -597,6 +679,11 @@ def think(model, tokenizer, head: QSHead | dict[str, torch.Tensor], text: str, *
                     "base_top": _text(tokenizer, int(base_p[t].argmax())),
                     "w": w[:, t].mean().item(), "thoughts": thoughts})
     return out
+
+
+def _n_vocab(model, tokenizer) -> int:
+    """Sampleable ids: the tokenizer's (lm_head may have padding rows beyond it)."""
+    return min(len(tokenizer), _unwrap(model).get_output_embeddings().weight.shape[0])
 
 
 def _text(tokenizer, token_id: int) -> str:

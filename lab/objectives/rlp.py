@@ -18,7 +18,6 @@ exactly between x_<t and x_t. A thought that closes itself keeps its sampled "</
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -87,33 +86,23 @@ class RLP(Objective):
         self.head = rl.chat_head(tokenizer, p.system_prompt)
         self.open_ids = tokenizer.encode(THINK_OPEN, add_special_tokens=False)
         self.close_ids = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
-        self.rng = random.Random(cfg.seed)
         self.ema: torch.nn.Module | None = None       # φ, set lazily from θ on the first batch
-        self.initial: torch.nn.Module | None = None   # frozen θ_0, for rlp/gain_vs_init
+        # θ_0 for rlp/gain_vs_init. The objective is built before a resumed run loads its
+        # checkpoint weights (lab/train.py), so this is always the starting model.
+        self.initial = rl.frozen_copy(model, device) if p.gain_vs_init else None
 
     # ---- teacher state ---------------------------------------------------------------
-    def _ensure_teachers(self) -> None:
-        if self.ema is None:
-            self.ema = rl.frozen_copy(self.raw_model)
-        if self.initial is None and self.params.gain_vs_init:
-            self.initial = rl.frozen_copy(self.raw_model)
-
     def after_optimizer_step(self) -> None:
         if self.ema is not None:
             rl.ema_update(self.ema, self.raw_model, self.params.tau)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = rl.module_tensors(self.ema, "ema.") if self.ema is not None else {}
-        if self.initial is not None:
-            out.update(rl.module_tensors(self.initial, "initial."))
-        return out
+        return rl.module_tensors(self.ema, "ema.") if self.ema is not None else {}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if any(k.startswith("ema.") for k in tensors):
-            self._ensure_teachers()
+            self.ema = rl.frozen_copy(self.raw_model, self.device)
             rl.load_module_tensors(self.ema, tensors, "ema.")
-            if self.initial is not None and not rl.load_module_tensors(self.initial, tensors, "initial."):
-                self.initial = None   # the checkpoint did not keep θ_0: stop logging gain_vs_init
 
     # ---- one step --------------------------------------------------------------------
     def _positions(self, ids: torch.Tensor) -> list[tuple[int, int]]:
@@ -121,13 +110,14 @@ class RLP(Objective):
         at least min_context tokens of prefix."""
         T = ids.shape[1]
         lo = min(self.params.min_context, T - 1)
-        k = min(self.params.positions_per_doc, T - lo)
-        return [(b, t) for b in range(ids.shape[0]) for t in sorted(self.rng.sample(range(lo, T), k))]
+        return [(b, t) for b in range(ids.shape[0])
+                for t in rl.sample_positions(lo, T, self.params.positions_per_doc)]
 
     def step(self, batch: dict[str, torch.Tensor], *, record: int) -> StepOutput:
         p, tok, G = self.params, self.tokenizer, self.params.group_size
         ids = batch["input_ids"]
-        self._ensure_teachers()
+        if self.ema is None:
+            self.ema = rl.frozen_copy(self.raw_model, self.device)
         positions = self._positions(ids)
         contexts = [self.head + ids[b, :t].tolist() for b, t in positions]
         targets = [int(ids[b, t]) for b, t in positions]

@@ -26,7 +26,6 @@ G defaults to 4 (paper 8) and max_new_tokens to 48 so a CPU step stays short.
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -37,6 +36,7 @@ from lab import rl
 from lab.entropy import entropy_stats, forking_mask, masked_mean
 from lab.errors import LabError
 from lab.flops import forward_flops, train_flops
+from lab.models import describe
 from lab.objectives.base import Objective, StepOutput
 
 PROMPT = ("Complete the given text under '### Context' by predicting the next token, and wrap "
@@ -116,16 +116,23 @@ def token_bytes(tokenizer, ids: list[int]) -> list[bytes]:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last complete top-level \\boxed{...} (nested braces allowed)."""
+    """Content of the last \\boxed{...}. Braces nest ("\\boxed{\\frac{1}{2}}" -> "\\frac{1}{2}").
+    So that lone-brace tokens (common in LaTeX) can be answered at all: closing braces right
+    after a box belong to it ("\\boxed{}}" -> "}"), and a last box that never balances runs to
+    the last "}" ("\\boxed{{}" -> "{"); with no "}" at all it is unfinished (None)."""
     found, i = None, 0
     while (start := text.find(BOX, i)) != -1:
-        depth, j = 1, start + len(BOX)
+        body = start + len(BOX)
+        depth, j = 1, body
         while j < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             j += 1
-        if depth:            # unbalanced: no complete box from here on
-            break
-        found, i = text[start + len(BOX):j - 1], j
+        if depth:
+            end = text.rfind("}", body)
+            return text[body:end] if end >= 0 else None
+        while j < len(text) and text[j] == "}":
+            j += 1
+        found, i = text[body:j - 1], j
     return found
 
 
@@ -159,7 +166,7 @@ def rpt_reward(completion: str, continuation: list[bytes]) -> tuple[float, str |
 def reasoning_text(completion: str) -> str:
     """The chain of thought shown to users: the think block, else the text before the box."""
     if "<think>" in completion and "</think>" in completion:
-        return completion[completion.index("<think>") + 7:completion.rindex("</think>")].strip()
+        return completion[completion.index("<think>") + len("<think>"):completion.rindex("</think>")].strip()
     cut = completion.rfind(BOX)
     return (completion[:cut] if cut >= 0 else completion).strip()
 
@@ -188,6 +195,19 @@ def context_text(tok_bytes: list[bytes], t: int) -> str:
     return b"".join(tok_bytes[:t]).decode("utf-8", errors="replace")
 
 
+def answer_text(continuation: list[bytes], max_tokens: int = 8) -> str:
+    """The shortest run of true tokens from x_t that is whole UTF-8 text: the answer a
+    perfect model would box (one token, or more when x_t ends inside a character)."""
+    acc = b""
+    for piece in continuation[:max_tokens]:
+        acc += piece
+        try:
+            return acc.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return acc.decode("utf-8", errors="replace")
+
+
 def format_completion(context: str, target: str) -> str:
     """A synthetic completion in the answer format, for the format warm-up."""
     tail = context[-30:].replace("\n", " ")
@@ -207,7 +227,7 @@ class RPTParams:
     max_new_tokens: int = 48
     positions_per_doc: int = 1
     min_context: int = 8
-    warmup_steps_format: int = 0      # optimizer steps of format warm-up (NTP) before RL
+    warmup_steps_format: int = 20     # optimizer steps of format warm-up (NTP) before RL; 0 = off
     eps_low: float = 0.2
     eps_high: float = 0.28
     kl_beta: float = 0.0              # k3 KL to the frozen starting model
@@ -249,12 +269,13 @@ class RPT(Objective):
     def __init__(self, model, tokenizer, params, cfg, device) -> None:
         super().__init__(model, tokenizer, params, cfg, device)
         self.pad_id = rl.pad_id_of(tokenizer)
-        self.rng = random.Random(cfg.seed)
         self.opt_steps = 0
-        # The proxy is fixed for the whole run: copy the model now, before any update.
-        self.start_copy = rl.frozen_copy(model) if (not params.proxy_model or params.kl_beta > 0) else None
+        # The proxy is fixed for the whole run: copy the model now, before any update (the
+        # objective is built before a resumed run loads its checkpoint weights, lab/train.py).
+        need_copy = not params.proxy_model or params.kl_beta > 0
+        self.start_copy = rl.frozen_copy(model, device) if need_copy else None
         self.proxy = self.start_copy if not params.proxy_model else self._load_proxy(params.proxy_model)
-        self.proxy_desc = self.desc if not params.proxy_model else _describe(self.proxy)
+        self.proxy_desc = self.desc if not params.proxy_model else describe(self.proxy)
 
     def _load_proxy(self, spec: str) -> torch.nn.Module:
         from lab.models import load_model
@@ -268,16 +289,11 @@ class RPT(Objective):
         self.opt_steps += 1
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {"opt_steps": torch.tensor([self.opt_steps])}
-        if self.start_copy is not None:
-            out.update(rl.module_tensors(self.start_copy, "start."))
-        return out
+        return {"opt_steps": torch.tensor([self.opt_steps])}   # the format warm-up's clock
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "opt_steps" in tensors:
             self.opt_steps = int(tensors["opt_steps"].reshape(-1)[0])
-        if self.start_copy is not None:
-            rl.load_module_tensors(self.start_copy, tensors, "start.")
 
     # ---- positions -------------------------------------------------------------------
     def _select(self, ids: torch.Tensor):
@@ -297,8 +313,10 @@ class RPT(Objective):
             row_ent = ent[b].tolist()
             hard = [t for t in cands if row_ent[t - 1] >= p.entropy_threshold]
             n_cand, n_pass = n_cand + len(cands), n_pass + len(hard)
-            for t in sorted(self.rng.sample(hard, min(p.positions_per_doc, len(hard)))):
-                chosen.append((b, t, row_ent[t - 1]))
+            for i in rl.sample_positions(0, len(hard), p.positions_per_doc):
+                chosen.append((b, hard[i], row_ent[hard[i] - 1]))
+        # filtered_positions: candidate positions per window that pass the entropy filter;
+        # filter_share: the share of candidates that pass; positions: how many were trained.
         stats = {"rpt/filtered_positions": n_pass / max(1, ids.shape[0]),
                  "rpt/filter_share": n_pass / max(1, n_cand),
                  "rpt/positions": float(len(chosen))}
@@ -314,7 +332,7 @@ class RPT(Objective):
             contexts = [context_text(tok_bytes[b], t) for b, t, _ in chosen]
             prompts = [build_prompt(self.tokenizer, c) for c in contexts]
             if self.opt_steps < self.params.warmup_steps_format:
-                self._format_step(out, ids, chosen, contexts, prompts)
+                self._format_step(out, ids, chosen, tok_bytes, contexts, prompts)
             else:
                 self._rl_step(out, ids, chosen, tok_bytes, contexts, prompts, record)
         if out.loss is None:   # no hard position, or every group dropped
@@ -329,10 +347,10 @@ class RPT(Objective):
                                                         rho=0.2, extras=extras)
         return out
 
-    def _format_step(self, out: StepOutput, ids, chosen, contexts, prompts) -> None:
+    def _format_step(self, out: StepOutput, ids, chosen, tok_bytes, contexts, prompts) -> None:
         """Supervised format warm-up: NLL of a synthetic boxed completion of the true token."""
         tok = self.tokenizer
-        comps = [tok.encode(format_completion(c, tok.decode([int(ids[b, t])])), add_special_tokens=False)
+        comps = [tok.encode(format_completion(c, answer_text(tok_bytes[b][t:])), add_special_tokens=False)
                  + [tok.eos_token_id] for c, (b, t, _) in zip(contexts, chosen)]
         ro = rl.teacher_rollouts(prompts, comps, self.pad_id, ids.device)
         logp, mask, _ = rl.policy_logprobs(self.model, ro, with_entropy=False)
@@ -376,7 +394,8 @@ class RPT(Objective):
         n_groups = len(chosen)
         out.metrics.update({
             "reward/mean": reward.mean().item(),
-            "rpt/accuracy": reward.view(-1, G).mean(-1).mean().item(),
+            # With a 0/1 reward the two coincide; reward/mean is the name shared across methods.
+            "rpt/accuracy": reward.mean().item(),
             "rpt/format_fail": sum(pred is None for _, pred in scored) / len(scored),
             "rpt/dropped_groups": float(n_groups - int(keep.view(-1, G)[:, 0].sum())),
             "rpt/dropped_share": 1.0 - int(keep.view(-1, G)[:, 0].sum()) / n_groups,
@@ -387,7 +406,7 @@ class RPT(Objective):
         for k, (b, t, h) in enumerate(chosen):
             if b >= record:
                 continue
-            target = tok.decode([int(ids[b, t])])
+            target = answer_text(tok_bytes[b][t:])
             for j in range(G):
                 i = k * G + j
                 out.thought_records.append({
@@ -397,8 +416,3 @@ class RPT(Objective):
                     "prediction": scored[i][1], "target": target,
                     "extra": {"context": contexts[k][-200:], "completion": texts[i],
                               "proxy_entropy": h, "dropped": not bool(keep[i])}})
-
-
-def _describe(model) -> dict:
-    from lab.models import describe
-    return describe(model)
