@@ -31,6 +31,7 @@ def tok(loaded):
 @pytest.fixture()
 def make(loaded):
     def build(**params):
+        params.setdefault("warmup_steps_format", 0)   # RL from the first step unless a test asks
         model = rl.frozen_copy(loaded.model).requires_grad_(True).train()
         cfg = RunConfig(objective="rpt", model="tiny-random", seq_len=SEQ, batch_size=2,
                         params=dict(group_size=4, max_new_tokens=6, **params)).validate()
