@@ -16,7 +16,8 @@ PAGES = {
               st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:")],
     "Inspect": [st.Page("pages/forking.py", title="Forking tokens", icon=":material/call_split:"),
                 st.Page("pages/thoughts.py", title="Thoughts", icon=":material/psychology:"),
-                st.Page("pages/heatmap.py", title="Reward heatmap", icon=":material/grid_on:")],
+                st.Page("pages/heatmap.py", title="Reward heatmap", icon=":material/grid_on:"),
+                st.Page("pages/playground.py", title="Playground", icon=":material/science:")],
 }
 if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pages", "benchmarks.py")):
     PAGES["Evaluate"] = [st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/leaderboard:")]

@@ -1,0 +1,597 @@
+"""Cost benchmark of the training objectives: what one optimizer step of each costs next to NTP.
+
+    python -m bench.benchmark [--models tiny-random,smollm2-135m] [--objectives ntp,quiet-star,rlp,rpt]
+                              [--batch 2] [--seq-len 64] [--steps 3] [--warmup 1] [--threads N]
+                              [--params-json FILE] [--json PATH] [--device auto|cpu|cuda]
+                              [--peak-tflops 989]
+
+What is measured (docs/benchmarks.md shows results and the exact commands)
+--------------------------------------------------------------------------
+- Every (model, case) runs in its own fresh subprocess, on the SAME batch: the parent packs the
+  built-in corpus as lab/train.py does (`pack(load_documents("builtin", ...))`), takes the
+  windows of step 0 (`batch_indices`) and hands the very same tensor to every subprocess.
+- One step = what the training loop does per optimizer step with grad_accum 1:
+  `objective.step(batch)` (bf16 autocast on GPU), `loss.backward()`, grad-norm clipping,
+  AdamW step, `zero_grad`, `objective.after_optimizer_step()`. Timed with perf_counter (with
+  cuda.synchronize on GPU), also split into step() / backward / optimizer.
+- NTP bracketing: in the subprocess of objective X, an NTP objective shares X's model and
+  optimizer and runs right before and after every X step (N X N X … N). The time ratio of X
+  step i is t(X_i) / mean(t(N_before), t(N_after)); the table gives the median over the measured
+  steps. Machine load therefore hits both sides of each ratio alike. The `ntp` case runs NTP
+  alone (its row: absolute NTP step time and memory).
+- Warm-up steps (X and its bracketing NTP steps) are run first and not counted.
+- FLOPs: StepOutput.flops (lab/flops.py conventions, rollouts included) of X divided by that of
+  the NTP step on the same batch.
+- Memory, CPU: resident set size. The RSS right after the model and batch are loaded is the
+  baseline; before every X step the kernel's peak-RSS mark is reset (`5` > /proc/self/clear_refs)
+  and `getrusage(RUSAGE_SELF).ru_maxrss` after the step gives that step's peak; the reported
+  figure is the largest peak minus the baseline over X's steps (warm-up included, so the AdamW
+  state is there). It therefore includes what the objective keeps besides activations (RLP's
+  EMA teacher and frozen initial copy, RPT's frozen proxy, Quiet-STaR's head) plus gradients and
+  AdamW state. Without clear_refs, the whole run's ru_maxrss is used (the method is recorded).
+  GPU: torch.cuda.max_memory_allocated (reset before every X step) minus the allocation after load.
+- GPU only: MFU = achieved FLOPs/s (StepOutput.flops / step time) / (--peak-tflops · 1e12),
+  meaningful for NTP (the others count no-grad rollout FLOPs as well).
+- Phase timers: while X runs, a few library functions are wrapped with timers (Quiet-STaR's
+  run_thoughts; lab.rl's sampling, scoring, policy forward and EMA update; RPT's proxy filter),
+  which also count generated tokens exactly (sampled rollout tokens, Quiet-STaR thought tokens).
+
+Cases (the objective's own defaults unless listed; all are printed with the results)
+- ntp, quiet-star (12 / 4 / 2, the official defaults), rlp (G 4, 32 thought tokens).
+- rpt: the RL step (warmup_steps_format=0). On an untrained or small model every group usually
+  gets equal (zero) rewards and GRPO drops it, so the "RL step" would only sample. To measure
+  the step RPT takes once groups carry signal, this case makes lab.rl.group_advantages keep
+  every group (the advantages stay those GRPO computed: 0 for an equal-reward group), so every
+  rollout gets the gradient-bearing forward and backward: the upper bound of an RL step. How
+  many groups GRPO would have dropped is reported (bench/natural_dropped_share).
+- rpt-drop: the same RL step exactly as the objective runs it (groups dropped).
+- rpt-format: the format warm-up step (the default first 20 optimizer steps: NTP on synthetic
+  boxed completions).
+--params-json FILE: {"case": {param: value}} overrides, e.g. {"rlp": {"group_size": 8}}.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# case -> objective, benchmark params (on top of the objective's defaults), options
+RPT_RL = {"warmup_steps_format": 0}
+CASES: dict[str, dict[str, Any]] = {
+    "ntp": dict(objective="ntp", params={}, note="baseline"),
+    "quiet-star": dict(objective="quiet-star", params={"n_ahead": 12, "n_ahead_talk": 4, "n_passes": 2},
+                       note="official defaults 12/4/2"),
+    "rlp": dict(objective="rlp", params={"group_size": 4, "max_thought_tokens": 32}, note="lab defaults"),
+    "rpt": dict(objective="rpt", params=dict(RPT_RL), keep_all_groups=True,
+                note="RL step, every group trained (benchmark keeps groups GRPO would drop)"),
+    "rpt-drop": dict(objective="rpt", params=dict(RPT_RL), keep_all_groups=False,
+                     note="RL step as the objective runs it (equal-reward groups dropped)"),
+    "rpt-format": dict(objective="rpt", params={"warmup_steps_format": 20},
+                       note="format warm-up step (first 20 optimizer steps)"),
+}
+DEFAULT_CASES = "ntp,quiet-star,rlp,rpt,rpt-drop,rpt-format"
+
+# Library functions timed while a case runs: (module[:Class], attribute, phase name).
+PHASES: dict[str, list[tuple[str, str, str]]] = {
+    "quiet-star": [("lab.objectives.quiet_star", "run_thoughts", "thought_passes_fwd")],
+    "rlp": [("lab.rl", "sample_groups", "sample"), ("lab.rl", "score_tails", "reward_with_thought"),
+            ("lab.rl", "next_token_logprobs", "reward_no_thought_x3"),
+            ("lab.rl", "policy_logprobs", "policy_fwd"), ("lab.rl", "ema_update", "ema_update")],
+    "rpt": [("lab.objectives.rpt:RPT", "_select", "proxy_filter"), ("lab.rl", "sample_groups", "sample"),
+            ("lab.rl", "policy_logprobs", "policy_fwd")],
+}
+PHASE_WORDS = {
+    "thought_passes_fwd": "run_thoughts: pass 0 + the thought passes, forward (sampling included)",
+    "sample": "rl.sample_groups: KV-cached sampling of the G rollouts (no grad)",
+    "reward_with_thought": "rl.score_tails: log p(x_t | thought) continuing the sampling cache",
+    "reward_no_thought_x3": "rl.next_token_logprobs: no-thought scoring by θ, EMA φ and θ0",
+    "policy_fwd": "rl.policy_logprobs: gradient-bearing forward over prompt + completion",
+    "ema_update": "rl.ema_update: EMA teacher update (in after_optimizer_step)",
+    "proxy_filter": "RPT._select: proxy forward + top-k entropy filter",
+}
+
+
+# ---- measurement helpers (child side) ---------------------------------------------------------
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _rss_bytes() -> int:
+    kb = _status_kb("VmRSS")
+    return kb * 1024 if kb is not None else _maxrss_bytes()
+
+
+def _maxrss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024   # Linux reports KiB
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); ru_maxrss follows it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Probe:
+    """Timers around library functions, generated-token counts and GRPO group bookkeeping."""
+
+    def __init__(self, sync) -> None:
+        self.sync = sync
+        self.reset()
+
+    def reset(self) -> None:
+        self.times: dict[str, float] = {}
+        self.generated = 0
+        self.groups = 0
+        self.dropped = 0
+
+    def wrap(self, target: str, attr: str, key: str) -> None:
+        import importlib
+        module, _, cls = target.partition(":")
+        owner = importlib.import_module(module)
+        if cls:
+            owner = getattr(owner, cls)
+        orig = getattr(owner, attr)
+        probe = self
+
+        @functools.wraps(orig)
+        def timed(*args, **kwargs):
+            probe.sync()
+            t0 = time.perf_counter()
+            out = orig(*args, **kwargs)
+            probe.sync()
+            probe.times[key] = probe.times.get(key, 0.0) + time.perf_counter() - t0
+            if key == "sample":
+                probe.generated += int(out.mask.sum())
+            elif key == "thought_passes_fwd":
+                probe.generated += int(out.thought_ids.numel())
+            return out
+        setattr(owner, attr, timed)
+
+    def watch_groups(self, keep_all: bool) -> None:
+        """Count the groups GRPO drops; with keep_all, train them anyway (advantages unchanged)."""
+        from lab import rl
+        orig = rl.group_advantages
+        probe = self
+
+        @functools.wraps(orig)
+        def grouped(rewards, group_size, *args, **kwargs):
+            adv, keep = orig(rewards, group_size, *args, **kwargs)
+            probe.groups += keep.numel() // group_size
+            probe.dropped += int((~keep).sum()) // group_size
+            return (adv, keep.new_ones(keep.shape)) if keep_all else (adv, keep)
+        rl.group_advantages = grouped
+
+
+def _floats(d: dict) -> dict[str, float | None]:
+    out = {}
+    for k, v in d.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = f if f == f and abs(f) != float("inf") else None
+    return out
+
+
+def run_child(spec: dict) -> dict:
+    """One (model, case): load, build, run N X N X … N, return the raw measurements."""
+    import torch
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    from lab.config import RunConfig
+    from lab.models import load_model
+    from lab.objectives import get_objective
+    from lab.objectives.ntp import NTP, NTPParams
+
+    t_start = time.perf_counter()
+    load_avg = [os.getloadavg()]
+    device = torch.device(spec["device"])
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda
+                else contextlib.nullcontext)
+
+    lm = load_model(spec["model"], seed=spec["seed"])
+    model, tok = lm.model.to(device), lm.tokenizer
+    ids = torch.load(spec["batch_file"]).to(device)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    load_s = time.perf_counter() - t_start
+    gc.collect()
+    rss_load = _rss_bytes()
+    gpu_load = torch.cuda.memory_allocated(device) if cuda else 0
+    can_reset = _reset_peak_rss()
+
+    case = CASES[spec["case"]]
+    B, L = ids.shape
+    common = dict(model=spec["model"], seq_len=L, batch_size=B, seed=spec["seed"], lr=spec["lr"],
+                  device="gpu" if cuda else "cpu", mixed_precision="bf16" if cuda else "no")
+    cfg = RunConfig(objective=case["objective"], params=dict(spec["params"]), **common).validate()
+    cls = get_objective(cfg.objective)
+    obj = cls(model, tok, cls.Params(**cfg.params), cfg, device)
+    extras = obj.extra_modules()
+    for m in extras.values():
+        m.to(device)
+    obj.bind(model, extras)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ntp = None
+    if case["objective"] != "ntp":
+        ntp_cfg = RunConfig(objective="ntp", **common).validate()
+        ntp = NTP(model, tok, NTPParams(), ntp_cfg, device)
+
+    probe = Probe(sync)
+    for target, attr, key in PHASES.get(case["objective"], []):
+        probe.wrap(target, attr, key)
+    if case["objective"] == "rpt":
+        probe.watch_groups(bool(case.get("keep_all_groups")))
+
+    def one_step(o, seed_step: int) -> dict:
+        torch.manual_seed(spec["seed"] * 7919 + seed_step)
+        probe.reset()
+        sync()
+        t0 = time.perf_counter()
+        with autocast():
+            out = o.step(batch, record=0)
+        sync()
+        t1 = time.perf_counter()
+        out.loss.backward()
+        sync()
+        t2 = time.perf_counter()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        o.after_optimizer_step()
+        sync()
+        t3 = time.perf_counter()
+        return {"time": t3 - t0, "step_fn": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2,
+                "flops": float(out.flops), "tokens": int(out.tokens), "loss": float(out.loss),
+                "generated": probe.generated, "phases": dict(probe.times),
+                "groups": probe.groups, "dropped_groups": probe.dropped,
+                "metrics": _floats(out.metrics)}
+
+    def x_step(r: int) -> dict:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        elif can_reset:
+            _reset_peak_rss()
+        rec = one_step(obj, r)
+        rec["peak_mem"] = ((torch.cuda.max_memory_allocated(device) - gpu_load) if cuda
+                           else _maxrss_bytes() - rss_load)
+        return rec
+
+    total = spec["warmup"] + spec["steps"]
+    x_steps, ntp_steps = [], []
+    if ntp is not None:
+        ntp_steps.append(one_step(ntp, 100_000))
+    for r in range(total):
+        x_steps.append(x_step(r))
+        if ntp is not None:
+            ntp_steps.append(one_step(ntp, 100_001 + r))
+    load_avg.append(os.getloadavg())
+    if cuda:
+        mem_method = "torch.cuda.max_memory_allocated - allocated after load (reset per step)"
+    elif can_reset:
+        mem_method = "ru_maxrss after each step (peak mark reset before it) - RSS after load"
+    else:
+        mem_method = "ru_maxrss of the whole run - RSS after load (could not reset the peak mark)"
+    from lab.models import describe
+    return {"case": spec["case"], "objective": case["objective"], "model": spec["model"],
+            "params": cfg.params, "batch_shape": [B, L], "device": str(device),
+            "threads": torch.get_num_threads(), "load_s": load_s, "rss_after_load": rss_load,
+            "gpu_alloc_after_load": gpu_load, "mem_method": mem_method, "warmup": spec["warmup"],
+            "steps": spec["steps"], "x_steps": x_steps, "ntp_steps": ntp_steps,
+            "loadavg": load_avg, "wall_s": time.perf_counter() - t_start, "desc": describe(model)}
+
+
+# ---- aggregation ------------------------------------------------------------------------------
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarise(raw: dict, ntp_raw: dict | None, peak_tflops: float | None) -> dict:
+    """Per-case figures from the raw child output (measured steps only)."""
+    w = raw["warmup"]
+    xs = raw["x_steps"][w:]
+    times = [s["time"] for s in xs]
+    t = _median(times)
+    out: dict[str, Any] = {
+        "case": raw["case"], "objective": raw["objective"], "params": raw["params"],
+        "step_time_s": t, "step_time_min_s": min(times), "step_time_max_s": max(times),
+        "step_fn_s": _median([s["step_fn"] for s in xs]),
+        "backward_s": _median([s["backward"] for s in xs]),
+        "optimizer_s": _median([s["optimizer"] for s in xs]),
+        "tokens": xs[0]["tokens"], "tokens_per_s": xs[0]["tokens"] / t,
+        "generated_tokens": _median([s["generated"] for s in xs]),
+        "generated_per_s": _median([s["generated"] / s["time"] for s in xs]) if any(s["generated"] for s in xs) else None,
+        "flops": _median([s["flops"] for s in xs]),
+        "peak_mem_bytes": max(s["peak_mem"] for s in raw["x_steps"]),
+        "phases_s": {k: _median([s["phases"].get(k, 0.0) for s in xs])
+                     for k in sorted({k for s in xs for k in s["phases"]})},
+        "metrics": {k: _median([s["metrics"].get(k) for s in xs])
+                    for k in sorted({k for s in xs for k in s["metrics"]})},
+        "loadavg": raw["loadavg"], "wall_s": raw["wall_s"],
+    }
+    out["achieved_flops_per_s"] = out["flops"] / t
+    if raw["case"] == "ntp":
+        out["ntp_step_time_s"] = t
+        out["time_ratio"] = 1.0
+        out["time_ratios"] = [1.0] * len(xs)
+        out["ntp_flops"] = out["flops"]
+    else:
+        ns = raw["ntp_steps"]
+        ratios = [raw["x_steps"][r]["time"] / ((ns[r]["time"] + ns[r + 1]["time"]) / 2)
+                  for r in range(w, len(raw["x_steps"]))]
+        out["time_ratios"] = ratios
+        out["time_ratio"] = _median(ratios)
+        out["ntp_step_time_s"] = _median([ns[r]["time"] for r in range(w, len(ns))])
+        out["ntp_flops"] = _median([s["flops"] for s in ns])
+    out["flops_ratio"] = out["flops"] / out["ntp_flops"] if out["ntp_flops"] else None
+    if raw["objective"] == "rpt":
+        groups = sum(s["groups"] for s in xs)
+        out["natural_dropped_share"] = (sum(s["dropped_groups"] for s in xs) / groups) if groups else None
+    if peak_tflops and raw["device"].startswith("cuda"):
+        out["mfu"] = out["achieved_flops_per_s"] / (peak_tflops * 1e12)
+    if raw["objective"] == "quiet-star":
+        p, (B, L) = raw["params"], raw["batch_shape"]
+        K = p["n_ahead"] + p["n_ahead_talk"] - 2
+        n_pos = L - p["n_ahead_talk"]
+        out["qs_theory"] = {
+            "sweeps": 1 + p["n_passes"] * K,
+            "token_sweeps": 1 + p["n_passes"] * K * n_pos / L,
+            "formula": "1 + n_passes·(n_ahead + n_ahead_talk − 2); token-weighted: "
+                       "thought passes cover n_pos = L − n_ahead_talk positions",
+        }
+    return out
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+def _fmt(x, spec=".2f", none="–"):
+    return none if x is None else format(x, spec)
+
+
+def _mib(b):
+    return f"{b / 2**20:,.0f}"
+
+
+def markdown(result: dict) -> str:
+    lines = []
+    env = result["environment"]
+    lines.append(f"Device: {env['device']}; torch {env['torch']}, transformers {env['transformers']}; "
+                 f"threads {env['threads']}; CPUs {env['cpu_count']}; "
+                 f"load average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
+    for model in result["models"]:
+        lines.append("")
+        lines.append(f"### {model['model']}: batch {model['batch'][0]} × {model['batch'][1]} "
+                     f"(windows {model['window_indices']}), {model['desc']['params'] / 1e6:.1f} M params, "
+                     f"warm-up {result['args']['warmup']}, measured steps {result['args']['steps']}")
+        lines.append("")
+        gpu = any("mfu" in c for c in model["cases"])
+        head = ["case", "step s (median; min–max)", "step() / backward / optim s", "train tok/s",
+                "generated tok/s (tokens/step)", "time ÷ NTP (bracketed)", "FLOPs ÷ NTP",
+                "GFLOP/s", "peak mem growth MiB"] + (["MFU"] if gpu else [])
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for c in model["cases"]:
+            if "error" in c:
+                lines.append(f"| {c['case']} | failed: {c['error']} |" + " |" * (len(head) - 2))
+                continue
+            gen = ("–" if c["generated_per_s"] is None
+                   else f"{c['generated_per_s']:.1f} ({c['generated_tokens']:.0f})")
+            row = [c["case"],
+                   f"{c['step_time_s']:.3f} ({c['step_time_min_s']:.3f}–{c['step_time_max_s']:.3f})",
+                   f"{c['step_fn_s']:.3f} / {c['backward_s']:.3f} / {c['optimizer_s']:.3f}",
+                   f"{c['tokens_per_s']:.1f}", gen,
+                   f"{c['time_ratio']:.2f}" + ("" if c["case"] == "ntp" else
+                                               f" ({min(c['time_ratios']):.2f}–{max(c['time_ratios']):.2f})"),
+                   _fmt(c["flops_ratio"]), f"{c['achieved_flops_per_s'] / 1e9:.1f}",
+                   _mib(c["peak_mem_bytes"])]
+            if gpu:
+                row.append(_fmt(c.get("mfu"), ".1%"))
+            lines.append("| " + " | ".join(row) + " |")
+        for c in model["cases"]:
+            if "qs_theory" in c:
+                th = c["qs_theory"]
+                lines.append("")
+                lines.append(f"Quiet-STaR: theoretical forward sweeps {th['sweeps']} ({th['formula']}: "
+                             f"{th['token_sweeps']:.2f} token-weighted) | FLOPs ratio {c['flops_ratio']:.2f} | "
+                             f"measured time ratio {c['time_ratio']:.2f}")
+        lines.append("")
+        lines.append("Phases (median seconds per step, share of the step):")
+        lines.append("")
+        for c in model["cases"]:
+            if c.get("phases_s"):
+                parts = [f"{k} {v:.3f} s ({v / c['step_time_s']:.0%})" for k, v in c["phases_s"].items()]
+                lines.append(f"- {c['case']}: " + "; ".join(parts))
+        lines.append("")
+        lines.append("Objective metrics (median over measured steps):")
+        lines.append("")
+        keys = ("thought/length", "thought/closed", "rpt/positions", "rpt/format_fail", "rpt/warmup",
+                "reward/mean")
+        for c in model["cases"]:
+            if "metrics" not in c:
+                continue
+            ms = {k: c["metrics"][k] for k in keys if c["metrics"].get(k) is not None}
+            if "natural_dropped_share" in c:
+                ms["bench/natural_dropped_share"] = c["natural_dropped_share"]
+            if ms:
+                lines.append(f"- {c['case']}: " + ", ".join(f"{k} {v:.3g}" for k, v in ms.items()))
+    lines.append("")
+    lines.append("Parameters (objective params after defaults):")
+    lines.append("")
+    seen = {}
+    for model in result["models"]:
+        for c in model["cases"]:
+            if "params" in c:
+                seen.setdefault(c["case"], c["params"])
+    for case, params in seen.items():
+        lines.append(f"- {case} ({CASES[case]['note']}): `{json.dumps(params, sort_keys=True)}`")
+    return "\n".join(lines)
+
+
+# ---- parent -----------------------------------------------------------------------------------
+
+def _tokenizer(spec: str):
+    from lab.models import PRESETS, load_model, smol_tokenizer
+    if spec in PRESETS:   # the presets all use SmolLM2's tokenizer
+        return smol_tokenizer()
+    return load_model(spec).tokenizer
+
+
+def make_batch(model: str, batch: int, seq_len: int, seed: int, corpus_docs: int):
+    """The step-0 batch of a training run with these settings (lab/train.py)."""
+    from lab.corpora import load_documents, pack
+    from lab.train import batch_indices
+    tok = _tokenizer(model)
+    windows = pack(load_documents("builtin", n_docs=corpus_docs, seed=seed), tok, seq_len)
+    idx = batch_indices(len(windows), 0, 0, batch, 1, seed)
+    return windows[idx], idx.tolist()
+
+
+def _pick_device(choice: str) -> str:
+    import torch
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    return choice
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="tiny-random,smollm2-135m")
+    p.add_argument("--objectives", default=DEFAULT_CASES,
+                   help=f"cases, comma-separated, from: {', '.join(CASES)}")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--steps", type=int, default=3, help="measured steps per case")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per case first")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--params-json", help='JSON file {"case": {param: value}} of overrides')
+    p.add_argument("--json", help="also write all results (raw steps included) to this file")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--peak-tflops", type=float, default=989.0,
+                   help="GPU peak bf16 dense TFLOP/s for MFU (H100 SXM: 989)")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus-docs", type=int, default=400)
+    p.add_argument("--child-timeout", type=int, default=3600, help="seconds per (model, case)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    cases = [c.strip() for c in args.objectives.split(",") if c.strip()]
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        p.error(f"unknown case(s) {bad}; choose from {', '.join(CASES)}")
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1:
+        p.error("--steps must be >= 1, --warmup >= 0, --batch >= 1")
+    args.cases = (["ntp"] if "ntp" not in cases else []) + cases   # NTP's own row is always there
+    args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.overrides = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
+    unknown = [k for k in args.overrides if k not in CASES]
+    if unknown:
+        p.error(f"--params-json: unknown case(s) {unknown}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        spec = json.loads(Path(args.child).read_text())
+        res = run_child(spec)
+        Path(spec["out_file"]).write_text(json.dumps(res))
+        return 0
+
+    import torch
+    import transformers
+    device = _pick_device(args.device)
+    env = {"device": (torch.cuda.get_device_name(0) if device == "cuda"
+                      else f"cpu ({platform.processor() or platform.machine()})"),
+           "torch": torch.__version__, "transformers": transformers.__version__,
+           "threads": args.threads or torch.get_num_threads(), "cpu_count": os.cpu_count(),
+           "loadavg_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version()}
+    result: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if k != "child"},
+                              "environment": env, "models": []}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="thoughtlab-bench-") as tmp:
+        for model in args.model_list:
+            ids, idx = make_batch(model, args.batch, args.seq_len, args.seed, args.corpus_docs)
+            batch_file = Path(tmp) / f"batch-{len(result['models'])}.pt"
+            torch.save(ids, batch_file)
+            entry: dict[str, Any] = {"model": model, "batch": list(ids.shape), "window_indices": idx,
+                                     "cases": [], "raw": {}}
+            ntp_raw = None
+            for case in args.cases:
+                params = {**CASES[case]["params"], **args.overrides.get(case, {})}
+                spec = {"model": model, "case": case, "params": params, "batch_file": str(batch_file),
+                        "device": device, "threads": args.threads, "seed": args.seed, "lr": args.lr,
+                        "warmup": args.warmup, "steps": args.steps,
+                        "out_file": str(Path(tmp) / f"out-{model}-{case}.json")}
+                spec_file = Path(tmp) / f"spec-{model}-{case}.json"
+                spec_file.write_text(json.dumps(spec))
+                log = Path(tmp) / f"log-{model}-{case}.txt"
+                print(f"[bench] {model} / {case} ...", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                try:
+                    with open(log, "w") as lf:
+                        rc = subprocess.run([sys.executable, "-m", "bench.benchmark", "--child", str(spec_file)],
+                                            cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT,
+                                            timeout=args.child_timeout).returncode
+                except subprocess.TimeoutExpired:
+                    rc = "timeout"
+                if rc != 0:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+                    print(f"[bench] {model} / {case} FAILED ({rc}):\n" + "\n".join(tail), file=sys.stderr)
+                    entry["cases"].append({"case": case, "error": f"exit {rc}: {tail[-1] if tail else ''}"})
+                    continue
+                raw = json.loads(Path(spec["out_file"]).read_text())
+                if case == "ntp":
+                    ntp_raw = raw
+                    entry["desc"] = raw["desc"]
+                summary = summarise(raw, ntp_raw, args.peak_tflops)
+                entry["cases"].append(summary)
+                entry["raw"][case] = raw
+                entry.setdefault("desc", raw["desc"])
+                print(f"[bench] {model} / {case}: {summary['step_time_s']:.3f} s/step, "
+                      f"×{summary['time_ratio']:.2f} NTP, {time.perf_counter() - t0:.0f} s wall",
+                      file=sys.stderr, flush=True)
+            result["models"].append(entry)
+    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["wall_s"] = time.perf_counter() - t_all
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Faults: kills at random points, during a checkpoint write and during a log flush; OOM
+reporting; several jobs and a busy dashboard for a while without lost rows."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import time
+
+import duckdb
+import pytest
+
+from jobs.manager import reap, resume, submit
+from jobs.worker import _explain
+from lab.checkpoint import latest_checkpoint, list_checkpoints
+from lab.config import RunConfig
+from lab.store import Store, wait_for
+
+
+def cfg(**kw) -> RunConfig:
+    base = dict(objective="ntp", model="tiny-random", corpus="builtin", corpus_docs=60, seq_len=32,
+                batch_size=2, max_steps=40, lr=1e-3, sample_every=3, n_samples=1, checkpoint_every=1)
+    base.update(kw)
+    return RunConfig.from_dict(base)
+
+
+def finished(store: Store, rid: str) -> bool:
+    reap(store.data_dir)
+    return store.get_run(rid)["status"] not in ("queued", "running")
+
+
+def test_kill_9_at_random_points_then_resume_to_the_end(data_dir):
+    """checkpoint_every=1 makes most kills land in or near a checkpoint write or a flush."""
+    rng = random.Random(7)
+    store = Store(data_dir).init()
+    rid = submit(cfg(), data_dir)
+    for attempt in range(2):
+        assert wait_for(lambda: int(store.get_run(rid)["step"] or 0) >= 3 * (attempt + 1), timeout=120)
+        time.sleep(rng.uniform(0.0, 1.5))
+        os.kill(int(store.get_run(rid)["worker_pid"]), signal.SIGKILL)
+        assert wait_for(lambda: finished(store, rid), timeout=15)
+        run = store.get_run(rid)
+        assert run["status"] == "failed" and "SIGKILL" in run["error"]
+        duckdb.connect(str(data_dir / "lab.duckdb"), read_only=True).close()   # file is sound
+        steps = store.metrics([rid], ["loss"])["step"].tolist()
+        assert steps == list(range(1, len(steps) + 1))                          # no gap, no dup
+        ck = latest_checkpoint(data_dir, rid)
+        assert ck is not None and (ck / "COMPLETE").exists()
+        resume(rid, data_dir)
+    assert wait_for(lambda: finished(store, rid), timeout=240)
+    assert store.get_run(rid)["status"] == "finished", store.get_run(rid)["error"]
+    assert store.metrics([rid], ["loss"])["step"].tolist() == list(range(1, 41))
+    assert store.get_run(rid)["attempts"] == 3
+
+
+def test_half_written_checkpoint_is_ignored_on_resume(data_dir):
+    from lab.train import train
+    store = Store(data_dir).init()
+    c = cfg(max_steps=4, checkpoint_every=2).validate()
+    rid = store.create_run(config=c.to_dict())
+    train(c, rid, store)
+    # Simulate a kill in the middle of writing step 6's checkpoint and a corrupted later copy.
+    good = latest_checkpoint(data_dir, rid)
+    partial = good.with_name("step-000006.tmp")
+    shutil.copytree(good, partial)
+    (partial / "model.safetensors").write_bytes(b"truncated")
+    no_marker = good.with_name("step-000008")
+    shutil.copytree(good, no_marker)
+    (no_marker / "COMPLETE").unlink()
+    assert latest_checkpoint(data_dir, rid) == good
+    assert [s for s, _ in list_checkpoints(data_dir, rid)] == [2, 4]
+
+
+def test_corrupted_checkpoint_gives_a_clear_error(data_dir):
+    from lab.errors import LabError
+    from lab.train import train
+    store = Store(data_dir).init()
+    c = cfg(max_steps=2, checkpoint_every=1).validate()
+    rid = store.create_run(config=c.to_dict())
+    train(c, rid, store)
+    (latest_checkpoint(data_dir, rid) / "model.safetensors").write_bytes(b"\x00" * 100)
+    c.max_steps = 4
+    with pytest.raises(LabError, match="corrupted"):
+        train(c, rid, store)
+
+
+def _die_mid_transaction(path: str, run_id: str) -> None:
+    store = Store(path)
+    with store.write() as con:
+        con.execute("INSERT INTO metrics VALUES (?, 999, 'loss', 1.0, 0.0, 0.0)", [run_id])
+        os.kill(os.getpid(), signal.SIGKILL)        # killed during a log flush, before COMMIT
+
+
+def test_kill_during_a_log_flush_loses_only_that_flush(data_dir):
+    store = Store(data_dir).init()
+    rid = store.create_run(config={"objective": "ntp"})
+    store.append({"metrics": [{"run_id": rid, "step": 1, "name": "loss", "value": 2.0}]})
+    p = mp.get_context("spawn").Process(target=_die_mid_transaction, args=(str(data_dir), rid))
+    p.start()
+    p.join()
+    assert p.exitcode == -signal.SIGKILL
+    assert store.metrics([rid])["step"].tolist() == [1]           # earlier rows kept, flush dropped
+    store.append({"metrics": [{"run_id": rid, "step": 2, "name": "loss", "value": 1.5}]})  # lock freed
+    assert store.metrics([rid])["step"].tolist() == [1, 2]
+
+
+def test_out_of_memory_and_cuda_errors_are_reported_as_such():
+    import torch
+    msg = _explain(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert msg.startswith("Out of memory") and "batch_size" in msg
+    assert _explain(RuntimeError("CUDA error: device-side assert triggered")).startswith("CUDA error")
+    assert "unexpected error" in _explain(ValueError("boom"))
+
+
+def test_three_jobs_and_a_dashboard_polling_every_second(data_dir, monkeypatch):
+    """No lock error, no lost row: every logged step of every job is in the database."""
+    monkeypatch.setenv("THOUGHTLAB_CPU_JOBS", "3")
+    store = Store(data_dir).init()
+    ids = [submit(cfg(max_steps=25, checkpoint_every=5, sample_every=2, name=f"soak{i}"), data_dir)
+           for i in range(3)]
+    polls = 0
+    while not all(finished(store, i) for i in ids):
+        # What the Runs page does on each refresh.
+        store.list_runs()
+        store.metrics(ids, ["loss", "entropy/mean"])
+        for i in ids:
+            store.tokens(i)
+        polls += 1
+        time.sleep(1.0)
+    for i in ids:
+        run = store.get_run(i)
+        assert run["status"] == "finished", run["error"]
+        m = store.metrics([i])
+        assert m[m["name"] == "loss"]["step"].tolist() == list(range(1, 26))
+        assert m.groupby("step").size().nunique() == 1      # same metric count at every step
+        assert sorted(store.tokens(i)["step"].unique()) == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25]
+    assert polls >= 5
