@@ -392,9 +392,10 @@ def markdown(result: dict) -> str:
                  f"load average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
     for model in result["models"]:
         lines.append("")
+        size = f"{model['desc']['params'] / 1e6:.1f} M params, " if model.get("desc") else ""
         lines.append(f"### {model['model']}: batch {model['batch'][0]} × {model['batch'][1]} "
-                     f"(windows {model['window_indices']}), {model['desc']['params'] / 1e6:.1f} M params, "
-                     f"warm-up {result['args']['warmup']}, measured steps {result['args']['steps']}")
+                     f"(windows {model['window_indices']}), {size}warm-up {result['args']['warmup']}, "
+                     f"measured steps {result['args']['steps']}")
         lines.append("")
         gpu = any("mfu" in c for c in model["cases"])
         head = ["case", "step s (median; min–max)", "step() / backward / optim s", "train tok/s",
@@ -442,7 +443,7 @@ def markdown(result: dict) -> str:
             if "metrics" not in c:
                 continue
             ms = {k: c["metrics"][k] for k in keys if c["metrics"].get(k) is not None}
-            if "natural_dropped_share" in c:
+            if c.get("natural_dropped_share") is not None:
                 ms["bench/natural_dropped_share"] = c["natural_dropped_share"]
             if ms:
                 lines.append(f"- {c['case']}: " + ", ".join(f"{k} {v:.3g}" for k, v in ms.items()))
@@ -587,9 +588,9 @@ def main(argv=None) -> int:
             result["models"].append(entry)
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     env["wall_s"] = time.perf_counter() - t_all
-    print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
+    print(markdown(result))
     return 0
 
 

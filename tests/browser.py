@@ -24,13 +24,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def lab_server(data_dir: Path, env: dict | None = None):
-    """Serve app.py on 127.0.0.1:<free port>; yield the base URL; stop the server after."""
+def lab_server(data_dir: Path, env: dict | None = None, explicit_address: bool = True):
+    """Serve app.py on 127.0.0.1:<free port>; yield the base URL; stop the server after.
+    explicit_address=False relies on .streamlit/config.toml for the address."""
     port = free_port()
     log = open(data_dir / "server.log", "w")
+    address = ["--server.address", "127.0.0.1"] if explicit_address else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
+         *address, "--server.headless", "true"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "THOUGHTLAB_DATA_DIR": str(data_dir), **(env or {})})
     url = f"http://127.0.0.1:{port}"

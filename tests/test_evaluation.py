@@ -300,3 +300,32 @@ def test_thought_mode_uses_think(tmp_path, monkeypatch, tiny):
         run_eval(EvalSpec(model="ntp1", benchmark="math-test", limit=2, thought_mode="thoughts"), store)
     with pytest.raises(LabError, match="Quiet-STaR checkpoint"):
         run_eval(EvalSpec(model="tiny-random", benchmark="math-test", limit=2, thought_mode="thoughts"), store)
+
+
+def test_thought_modes_on_a_real_quiet_star_checkpoint(tmp_path):
+    """One training step of Quiet-STaR on tiny-random, then the thought modes through the
+    real `think` (skipped while the objective has none)."""
+    qs = pytest.importorskip("lab.objectives.quiet_star")
+    if not hasattr(qs, "think"):
+        pytest.skip("lab.objectives.quiet_star.think is not there yet")
+    from lab.config import RunConfig
+    from lab.train import train
+    store = Store(tmp_path).init()
+    cfg = RunConfig.from_dict(dict(objective="quiet-star", model="tiny-random", corpus="builtin",
+                                   corpus_docs=8, seq_len=32, batch_size=2, max_steps=1, lr=1e-3,
+                                   checkpoint_every=0,
+                                   params=dict(n_ahead=4, n_ahead_talk=2, n_passes=2))).validate()
+    rid = store.create_run(config=cfg.to_dict(), status="running")
+    train(cfg, rid, store)
+    ids = {}
+    for mode in ("none", "thoughts", "corrupted"):
+        df = run_eval(EvalSpec(model=rid, benchmark="math-test", limit=2, max_new_tokens=2,
+                               thought_mode=mode), store)
+        ids[mode] = df["eval_id"].iloc[0]
+        assert df["n"].iloc[0] == 2
+        nll = run_eval(EvalSpec(model=rid, benchmark="heldout-nll", limit=2, thought_mode=mode), store)
+        assert 5 < nll["score"].iloc[0] < 15
+    runs = store.query("SELECT DISTINCT run_id FROM evals")["run_id"].tolist()
+    assert runs == [rid]
+    r = compare(store, ids["none"], ids["thoughts"])
+    assert r["n"] == 2

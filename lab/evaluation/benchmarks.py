@@ -157,6 +157,12 @@ def _read_jsonl(path: Path, kind: str, max_lines: int = 0) -> list[dict]:
     return records
 
 
+def read_records(path: str | Path, kind: str, max_lines: int = 0) -> list[dict]:
+    """The validated records of a GSM8K (`kind="gsm8k"`) or CommonsenseQA (`"csqa"`) .jsonl
+    file; LabError naming the file, line and missing fields when it is not one."""
+    return _read_jsonl(Path(str(path)).expanduser(), kind, max_lines)
+
+
 def _read_hf(spec: str, kind: str, limit: int) -> list[dict]:
     """`hf:NAME[:CONFIG][@SPLIT]`, e.g. hf:openai/gsm8k, hf:tau/commonsense_qa@validation."""
     body = spec[3:]
