@@ -55,6 +55,25 @@ def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Stor
         time.sleep(1.0)
 
 
+def wait_for_dependencies(store: Store, run_id: str, after: list[str]) -> bool:
+    """An evaluation queued behind training runs starts only when they all finished."""
+    from jobs.manager import reap
+    while after:
+        reap(store.data_dir)
+        states = {r: (store.get_run(r) or {}).get("status") for r in after}
+        if all(s == "finished" for s in states.values()):
+            return True
+        bad = [r for r, s in states.items() if s not in ("queued", "running", "finished")]
+        if bad or CANCELLED:
+            why = "cancelled while waiting" if CANCELLED else \
+                f"run {bad[0]} it depends on ended as {states[bad[0]]}"
+            store.set_status_if(run_id, ACTIVE, status="cancelled", finished_at=now(), error=why)
+            return False
+        store.update_run(run_id, heartbeat_at=now())
+        time.sleep(2.0)
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_term)
     run = store.require_run(args.run_id)
     cfg = json.loads(run["config"] or "{}")
+    if not wait_for_dependencies(store, args.run_id, cfg.get("after") or []):
+        return 0
     device = cfg.get("device", "auto")
     n_available = gpu_count() if device in ("auto", "gpu") else 0
     n_gpus = min(int(cfg.get("num_gpus", 1) or 1), n_available) if n_available else 0

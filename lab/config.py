@@ -29,6 +29,7 @@ class RunConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_steps: int = 100
+    max_flops: float = 0.0         # stop once cumulative training FLOPs reach this (0 = off)
     lr: float = 1e-5
     warmup_steps: int = 10
     weight_decay: float = 0.0
@@ -82,6 +83,7 @@ class RunConfig:
                 problems.append(msg)
 
         need(self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})")
+        need(self.max_flops >= 0, f"max_flops must be >= 0, 0 = no FLOP budget (got {self.max_flops})")
         need(self.lr > 0, f"lr (learning rate) must be positive (got {self.lr})")
         need(self.lr < 1, f"lr (learning rate) of {self.lr} is far too large; try 1e-5")
         need(self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})")

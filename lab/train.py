@@ -103,6 +103,12 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     for step in range(start_step, cfg.max_steps):
         if should_stop():
             break
+        if cfg.max_flops and flops_done >= cfg.max_flops:   # compute budget spent: end here
+            if main:
+                last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
+                                        optimizer, flops_done, time.monotonic() - t_start, logger)
+                store.update_run(run_id, max_steps=step)
+            break
         t0 = time.monotonic()
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:

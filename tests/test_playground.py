@@ -254,7 +254,7 @@ def test_browser_types_text_and_sees_coloured_tokens(tmp_path):
         p.goto(url + "/playground")
         p.get_by_text("Playground", exact=True).first.wait_for()
         wait_idle(p)
-        box = p.get_by_label("Text")
+        box = p.get_by_label("Text", exact=True)
         box.fill(sentence)
         box.press("Control+Enter")
         wait_idle(p)

@@ -120,3 +120,17 @@ def test_config_types_and_unknown_keys():
     cfg = RunConfig.from_dict({"max_steps": "20", "lr": "1e-4", "trust_remote_code": "false"})
     assert cfg.max_steps == 20 and cfg.lr == 1e-4 and cfg.trust_remote_code is False
     assert json.loads(cfg.to_json())["max_steps"] == 20
+
+
+def test_flop_budget_ends_the_run_early(data_dir):
+    store = Store(data_dir).init()
+    cfg = tiny_cfg(max_steps=50, checkpoint_every=0)
+    probe = store.create_run(config=cfg.to_dict())
+    train(tiny_cfg(max_steps=1, checkpoint_every=0), probe, store)
+    per_step = store.metrics([probe], ["loss"])["flops"].iloc[0]
+    cfg = tiny_cfg(max_steps=50, checkpoint_every=0, max_flops=per_step * 2.5)
+    rid = store.create_run(config=cfg.to_dict())
+    result = train(cfg, rid, store)
+    assert result.steps == 3                      # the budget is reached during step 3
+    assert store.get_run(rid)["max_steps"] == 3
+    assert [s for s, _ in list_checkpoints(data_dir, rid)] == [3]
