@@ -71,6 +71,27 @@ def submit(cfg: RunConfig, data_dir: str | Path = "data", *, command: str | None
     return run_id
 
 
+def submit_eval(spec, data_dir: str | Path = "data", *, after: list[str] | None = None,
+                experiment: str = "", name: str = "") -> str:
+    """Queue an evaluation (lab.evaluation.EvalSpec) as a background job. With `after`, it
+    waits until those training runs finished (and is cancelled if one of them did not)."""
+    problems = spec.problems()
+    if problems:
+        raise LabError("Invalid evaluation:\n- " + "\n- ".join(problems))
+    if not (after or str(spec.model).startswith("run:")):
+        check_model_spec(spec.model, data_dir)
+    config = {**spec.to_dict(), "after": list(after or []), "experiment": experiment,
+              "objective": "eval", "name": name or f"{spec.benchmark} · {spec.model}",
+              "max_steps": 100, "model": spec.model, "corpus": spec.data or "builtin"}
+    command = shlex.join(["python", "-m", "lab", "eval", "--model", spec.model, "--benchmark",
+                          spec.benchmark] + (["--data", spec.data] if spec.data else [])
+                         + (["--limit", str(spec.limit)] if spec.limit else []))
+    store = Store(data_dir)
+    run_id = store.create_run(config=config, kind="eval", command=command)
+    start_supervisor(store, run_id)
+    return run_id
+
+
 def start_supervisor(store: Store, run_id: str) -> None:
     log = log_path(store.data_dir, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,13 @@ cancelled (SIGTERM)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from lab.errors import LabError
@@ -35,7 +37,15 @@ def run_job(store: Store, run: dict) -> None:
     cfg = json.loads(run["config"])
     if run.get("kind") == "eval":
         from lab.evaluation import EvalSpec, run_eval
-        run_eval(EvalSpec(**cfg), store, eval_id=run["id"])
+        fields = {f.name for f in dataclasses.fields(EvalSpec)}   # the job config adds queue keys
+        spec = EvalSpec.from_dict({k: v for k, v in cfg.items() if k in fields})
+        last = [0.0]
+
+        def progress(frac: float, message: str) -> None:   # progress bar + ETA on the Runs page
+            if time.monotonic() - last[0] > 2 or frac >= 1:
+                last[0] = time.monotonic()
+                store.update_run(run["id"], step=int(frac * 100), heartbeat_at=now())
+        run_eval(spec, store, eval_id=run["id"], progress_callback=progress)
         return
     from lab.config import RunConfig
     from lab.train import train
