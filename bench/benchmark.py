@@ -399,7 +399,7 @@ def markdown(result: dict) -> str:
         lines.append("")
         gpu = any("mfu" in c for c in model["cases"])
         head = ["case", "step s (median; min–max)", "step() / backward / optim s", "train tok/s",
-                "generated tok/s (tokens/step)", "time ÷ NTP (bracketed)", "FLOPs ÷ NTP",
+                "generated tok/s (tokens/step)", "bracketing NTP s", "time ÷ NTP (bracketed)", "FLOPs ÷ NTP",
                 "GFLOP/s", "peak mem growth MiB"] + (["MFU"] if gpu else [])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -412,7 +412,7 @@ def markdown(result: dict) -> str:
             row = [c["case"],
                    f"{c['step_time_s']:.3f} ({c['step_time_min_s']:.3f}–{c['step_time_max_s']:.3f})",
                    f"{c['step_fn_s']:.3f} / {c['backward_s']:.3f} / {c['optimizer_s']:.3f}",
-                   f"{c['tokens_per_s']:.1f}", gen,
+                   f"{c['tokens_per_s']:.1f}", gen, f"{c['ntp_step_time_s']:.3f}",
                    f"{c['time_ratio']:.2f}" + ("" if c["case"] == "ntp" else
                                                f" ({min(c['time_ratios']):.2f}–{max(c['time_ratios']):.2f})"),
                    _fmt(c["flops_ratio"]), f"{c['achieved_flops_per_s'] / 1e9:.1f}",

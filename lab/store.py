@@ -39,7 +39,7 @@ SCHEMA = [
         step INTEGER DEFAULT 0, max_steps INTEGER, error VARCHAR, git_commit VARCHAR,
         versions VARCHAR, command VARCHAR, pid INTEGER, worker_pid INTEGER, device VARCHAR,
         log_path VARCHAR, tags VARCHAR DEFAULT '', notes VARCHAR DEFAULT '',
-        experiment VARCHAR DEFAULT '', attempts INTEGER DEFAULT 0)""",
+        experiment VARCHAR DEFAULT '', attempts INTEGER DEFAULT 0, phase VARCHAR DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id VARCHAR, step INTEGER, name VARCHAR, value DOUBLE,
         wall_time DOUBLE, flops DOUBLE)""",
@@ -74,7 +74,7 @@ TABLE_COLUMNS = {
 RUN_FIELDS = {"name", "objective", "kind", "status", "model", "corpus", "config", "started_at",
               "finished_at", "heartbeat_at", "step", "max_steps", "error", "git_commit",
               "versions", "command", "pid", "worker_pid", "device", "log_path", "tags", "notes",
-              "experiment", "attempts"}
+              "experiment", "attempts", "phase"}
 
 
 def now() -> datetime:

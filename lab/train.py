@@ -21,6 +21,7 @@ from lab.corpora import load_documents, pack
 from lab.errors import LabError
 from lab.models import load_model
 from lab.objectives import get_objective
+from lab.progress import Progress
 from lab.runlog import RunLogger
 from lab.store import Store
 
@@ -63,10 +64,13 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     set_seed(cfg.seed)
     data_dir = store.data_dir
 
+    phase = _phase_reporter(store, run_id) if main else (lambda frac, text: None)
+    phase(0.0, f"loading model {cfg.model}")
     lm = load_model(cfg.model, data_dir, trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
     model, tok = lm.model, lm.tokenizer
+    phase(0.0, f"reading corpus {cfg.corpus}")
     docs = load_documents(cfg.corpus, n_docs=cfg.corpus_docs, text_field=cfg.text_field, seed=cfg.seed)
-    windows = pack(docs, tok, cfg.seq_len)
+    windows = pack(docs, tok, cfg.seq_len, Progress("packing corpus", total=len(docs), callback=phase))
     obj_cls = get_objective(cfg.objective)
     objective = obj_cls(model, tok, obj_cls.Params(**cfg.params), cfg, acc.device)
     extras = objective.extra_modules()
@@ -90,7 +94,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     model, optimizer, prepared_extras = prepared[0], prepared[1], prepared[2:]
     objective.bind(model, dict(zip(names, prepared_extras)))
     if main:
-        store.update_run(run_id, device=_device_text(acc), max_steps=cfg.max_steps)
+        store.update_run(run_id, device=_device_text(acc), max_steps=cfg.max_steps, phase="training")
 
     # Samples are recorded on a FIXED probe batch, so views can compare the same text
     # across training steps (heatmaps, forking-token overlap between checkpoints).
@@ -163,6 +167,19 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     logger.flush()
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
+
+
+def _phase_reporter(store: Store, run_id: str) -> Callable[[float, str], None]:
+    """What a job is doing before its first step (loading, packing with ETA), for the Runs
+    page and the log; written at most every 2 s."""
+    last = [0.0]
+
+    def report(frac: float, text: str) -> None:
+        if time.monotonic() - last[0] >= 2.0 or frac in (0.0, 1.0):
+            last[0] = time.monotonic()
+            print(f"[train] {text}", flush=True)
+            store.update_run(run_id, phase=text[:200])
+    return report
 
 
 def _record_probe(objective, probe: torch.Tensor, cfg: RunConfig, step: int, logger: RunLogger,

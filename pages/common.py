@@ -78,11 +78,11 @@ def pick_step_sample(run_id: str, table: str, key: str) -> tuple[int, int] | Non
     return step, sample
 
 
-def color_for(value: float | None, vmax: float) -> str:
-    """White → orange → red background for a value in [0, vmax]."""
-    if value is None or pd.isna(value) or vmax <= 0:
+def color_for(value: float | None, vmax: float, vmin: float = 0.0) -> str:
+    """White → orange → red background for a value in [vmin, vmax]."""
+    if value is None or pd.isna(value) or vmax <= vmin:
         return "#f3f3f3"
-    x = max(0.0, min(1.0, value / vmax))
+    x = max(0.0, min(1.0, (value - vmin) / (vmax - vmin)))
     r, g, b = 255, int(245 - 160 * x), int(230 - 200 * x)
     return f"rgb({r},{g},{b})"
 
@@ -90,14 +90,21 @@ def color_for(value: float | None, vmax: float) -> str:
 def token_html(tokens: pd.DataFrame, value_col: str, vmax: float | None = None,
                mark_col: str | None = None, selected: int | None = None,
                tooltip_cols: Iterable[str] = ("entropy", "nll", "prob")) -> str:
-    """Tokens as coloured spans (value_col → colour), optional bold outline on mark_col."""
+    """Tokens as coloured spans (value_col → colour), optional bold outline on mark_col.
+    The colour scale spans the 2nd–98th percentile of the shown values, so differences stay
+    visible whether a model's entropies are all near 0 or all near log(vocab)."""
     vals = tokens[value_col].dropna()
-    vmax = vmax or (float(vals.quantile(0.98)) if not vals.empty else 1.0) or 1.0
+    vmin = 0.0
+    if vmax is None and not vals.empty:
+        vmin, vmax = float(vals.quantile(0.02)), float(vals.quantile(0.98))
+        if vmax - vmin < 1e-9:
+            vmin = 0.0
+    vmax = vmax or 1.0
     parts = []
     for r in tokens.to_dict("records"):
         text = html.escape(str(r["token"])).replace("\n", "↵<br>")
         tip = " ".join(f"{c}={r[c]:.3f}" for c in tooltip_cols if c in r and r[c] is not None and not pd.isna(r[c]))
-        style = f"background:{color_for(r.get(value_col), vmax)};padding:1px 0;border-radius:3px;"
+        style = f"background:{color_for(r.get(value_col), vmax, vmin)};padding:1px 0;border-radius:3px;"
         if mark_col and r.get(mark_col):
             style += "outline:2px solid #7b1fa2;font-weight:600;"
         if selected is not None and r["position"] == selected:
@@ -139,7 +146,9 @@ def progress_text(run: dict[str, Any]) -> tuple[float, str]:
     frac = min(step / max(total, 1), 1.0)
     started = run.get("started_at")
     if run["status"] == "queued":
-        return 0.0, "queued: waiting for a free device slot"
+        return 0.0, "queued: waiting for a free device slot (or for the runs it depends on)"
+    if run["status"] == "running" and step == 0 and run.get("phase"):
+        return 0.0, f"running · {run['phase']}"
     if run["status"] != "running" or not started or step == 0:
         return frac, f"{run['status']} · step {step}/{total}"
     elapsed = (datetime.utcnow() - pd.Timestamp(started).to_pydatetime()).total_seconds()

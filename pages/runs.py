@@ -83,7 +83,9 @@ def curves() -> None:
 curves()
 
 st.subheader("Run details")
-run_id = st.selectbox("Run", list(records), format_func=labels.get, key="runs_detail")
+ids = list(records)
+run_id = st.selectbox("Run", ids, format_func=labels.get, key="runs_detail",
+                      index=ids.index(st.query_params["run"]) if st.query_params.get("run") in records else 0)
 run = records[run_id]
 a, b, c, d = st.columns(4)
 if a.button("Cancel", disabled=run["status"] not in ACTIVE, width="stretch"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from conftest import ARTIFACTS, ROOT
 
 CHROMIUM = "/usr/bin/chromium"
+SERVERS: dict[str, subprocess.Popen] = {}   # url -> server process (tests may kill it)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -45,8 +46,10 @@ def lab_server(data_dir: Path, env: dict | None = None, explicit_address: bool =
                 time.sleep(0.5)
         else:
             raise RuntimeError("streamlit did not start: " + (data_dir / "server.log").read_text())
+        SERVERS[url] = proc
         yield url
     finally:
+        SERVERS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(10)

@@ -251,17 +251,26 @@ def test_browser_types_text_and_sees_coloured_tokens(tmp_path):
     from browser import browser_page, lab_server, shot, wait_idle
     sentence = "The cat sat on the mat because it was warm, and then it fell asleep in the sun."
     with lab_server(tmp_path) as url, browser_page(height=1300) as p:
-        p.goto(url + "/playground")
-        p.get_by_text("Playground", exact=True).first.wait_for()
+        # Through app.py's navigation, as a user arrives: wait for it to replace Streamlit's
+        # default pages/ listing, which a direct /playground URL would get (see the report).
+        p.goto(url)
+        p.get_by_text("Launch a training run").wait_for()
+        p.get_by_role("link", name="Playground", exact=True).click()
+        p.get_by_role("heading", name="Playground").wait_for()
         wait_idle(p)
         box = p.get_by_label("Text", exact=True)
         box.fill(sentence)
         box.press("Control+Enter")
         wait_idle(p)
-        p.locator('span[title^="pos 20 "]').first.wait_for()          # the last word of the sentence
+        p.locator('span[title^="pos 19 "]').first.wait_for()          # "." ending the sentence
         spans = p.locator('span[title^="pos "]')
-        assert spans.count() >= 20
+        assert spans.count() == 20
         styles = {spans.nth(i).get_attribute("style").split(";")[0] for i in range(spans.count())}
         assert len(styles) > 3                                        # coloured, not one flat shade
+        p.get_by_text("Mean entropy (nats)").wait_for()
         assert p.locator('[data-testid="stException"]').count() == 0
+        p.get_by_text("Per-token table").click()                     # fold it: the shot shows the text
+        p.get_by_role("button", name="Sample RLP thoughts").click()
+        p.locator('[data-testid="stMetricLabel"]').filter(has_text="Mean reward").wait_for()
+        wait_idle(p)
         shot(p, "playground")
