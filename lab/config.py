@@ -174,7 +174,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# Launch presets shown in the web form and usable from the CLI with --preset.
+# Launch presets shown in the web form and usable from the CLI with --preset. A preset may
+# set the objective and its params; sizes are chosen for 2 CPU cores unless marked GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick CPU demo (tiny-random, 30 steps)": dict(
         model="tiny-random", corpus="builtin", seq_len=128, batch_size=4, max_steps=30,
@@ -182,7 +183,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "SmolLM2-135M short CPU run (60 steps)": dict(
         model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=4, max_steps=60,
         lr=1e-5, warmup_steps=10, sample_every=10, checkpoint_every=30, corpus_docs=2000),
-    "Quiet-STaR paper settings (lr 1e-6, batch 8 x 256, 100 steps)": dict(
-        model="smollm2-135m", corpus="builtin", seq_len=256, batch_size=8, max_steps=100,
-        lr=1e-6, warmup_steps=20, grad_clip=1.0, sample_every=10, checkpoint_every=50),
+    "Quiet-STaR on SmolLM2-135M, CPU demo (~30 s/step)": dict(
+        objective="quiet-star", model="smollm2-135m", corpus="builtin", seq_len=64, batch_size=1,
+        max_steps=20, lr=1e-5, warmup_steps=5, sample_every=2, n_samples=1, checkpoint_every=10,
+        params=dict(n_ahead=8, n_ahead_talk=4, n_passes=2)),
+    "RLP on SmolLM2-135M, CPU demo": dict(
+        objective="rlp", model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=2,
+        max_steps=20, lr=1e-6, warmup_steps=0, sample_every=2, n_samples=2, checkpoint_every=10,
+        params=dict(group_size=4, max_thought_tokens=32)),
+    "RPT on SmolLM2-135M, CPU demo (10 warm-up steps)": dict(
+        objective="rpt", model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=2,
+        max_steps=30, lr=1e-6, warmup_steps=0, sample_every=2, n_samples=2, checkpoint_every=10,
+        params=dict(group_size=4, max_new_tokens=48, warmup_steps_format=10)),
+    "Quiet-STaR paper settings (GPU: lr 1e-6, batch 8 x 256, 100 steps)": dict(
+        objective="quiet-star", model="smollm2-135m", corpus="builtin", seq_len=256, batch_size=8,
+        max_steps=100, lr=1e-6, warmup_steps=20, grad_clip=1.0, sample_every=10,
+        checkpoint_every=50, device="gpu", mixed_precision="bf16"),
 }

@@ -28,8 +28,11 @@ def apply_preset() -> None:
     for k, v in values.items():
         if k in FIELDS:
             st.session_state[f"f_{k}"] = v
-        if k == "model":
-            st.session_state["f_model_choice"] = v
+    st.session_state["f_model_source"] = "Preset"
+    st.session_state["f_model_choice"] = values.get("model", D.model)
+    st.session_state["f_objective"] = values.get("objective", st.session_state.get("f_objective", "ntp"))
+    for k, v in values.get("params", {}).items():
+        st.session_state[f"p_{st.session_state['f_objective']}_{k}"] = v
 
 
 st.selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
@@ -120,14 +123,15 @@ with c2:
             for f in dataclasses.fields(obj_cls.Params):
                 default = f.default if f.default is not dataclasses.MISSING else None
                 key = f"p_{objective}_{f.name}"
+                st.session_state.setdefault(key, default if default is not None else "")
                 if isinstance(default, bool):
-                    params[f.name] = st.checkbox(f.name, value=default, key=key)
+                    params[f.name] = st.checkbox(f.name, key=key)
                 elif isinstance(default, int):
-                    params[f.name] = st.number_input(f.name, value=default, step=1, key=key)
+                    params[f.name] = st.number_input(f.name, step=1, key=key)
                 elif isinstance(default, float):
-                    params[f.name] = st.number_input(f.name, value=default, format="%g", key=key)
+                    params[f.name] = st.number_input(f.name, format="%g", key=key)
                 elif isinstance(default, str) or default is None:
-                    params[f.name] = st.text_input(f.name, value=default or "", key=key)
+                    params[f.name] = st.text_input(f.name, key=key)
 
 name = st.text_input("Run name (optional)", key="f_name")
 ss = st.session_state

@@ -106,3 +106,14 @@ def test_launch_page_starts_a_job(filled, monkeypatch, tmp_path):
     assert len(runs) == 1 and runs["model"].iloc[0] == "tiny-random"
     from jobs.manager import cancel
     cancel(runs["id"].iloc[0], tmp_path)
+
+
+def test_objective_preset_fills_objective_and_its_settings(tmp_path, monkeypatch):
+    at = page("pages/launch.py", tmp_path, monkeypatch)
+    at.selectbox(key="preset").set_value("Quiet-STaR on SmolLM2-135M, CPU demo (~30 s/step)").run()
+    assert not at.exception
+    assert at.selectbox(key="f_objective").value == "quiet-star"
+    assert at.number_input(key="p_quiet-star_n_ahead").value == 8
+    cmd = at.code[0].value
+    assert "--objective quiet-star" in cmd and "--param n_ahead=8" in cmd and "--batch-size 1" in cmd
+    assert not at.warning
