@@ -373,8 +373,8 @@ def summarise(raw: dict, ntp_raw: dict | None, peak_tflops: float | None) -> dic
         out["qs_theory"] = {
             "sweeps": 1 + p["n_passes"] * K,
             "token_sweeps": 1 + p["n_passes"] * K * n_pos / L,
-            "formula": "1 + n_passes·(n_ahead + n_ahead_talk − 2); token-weighted: "
-                       "thought passes cover n_pos = L − n_ahead_talk positions",
+            "formula": "1 + n_passes·(n_ahead + n_ahead_talk − 2)",
+            "token_note": "the thought passes cover n_pos = L − n_ahead_talk of the L positions",
         }
     return out
 
@@ -431,10 +431,10 @@ def markdown(result: dict) -> str:
             if "qs_theory" in c:
                 th = c["qs_theory"]
                 lines.append("")
-                lines.append(f"Quiet-STaR: theoretical forward sweeps {th['sweeps']} ({th['formula']}: "
-                             f"{th['token_sweeps']:.2f} token-weighted) | FLOPs ratio {c['flops_ratio']:.2f} | "
-                             f"measured time ratio {c['time_ratio']:.2f} (forward + backward only: "
-                             f"{c['fwd_bwd_ratio']:.2f})")
+                lines.append(f"Quiet-STaR: theoretical forward sweeps {th['sweeps']} = {th['formula']}; "
+                             f"token-weighted {th['token_sweeps']:.2f} ({th['token_note']}) | FLOPs ratio "
+                             f"{c['flops_ratio']:.2f} | measured time ratio {c['time_ratio']:.2f} "
+                             f"(forward + backward only: {c['fwd_bwd_ratio']:.2f})")
         lines.append("")
         lines.append("Phases (median seconds per step, share of the step):")
         lines.append("")
@@ -442,6 +442,10 @@ def markdown(result: dict) -> str:
             if c.get("phases_s"):
                 parts = [f"{k} {v:.3f} s ({v / c['step_time_s']:.0%})" for k, v in c["phases_s"].items()]
                 lines.append(f"- {c['case']}: " + "; ".join(parts))
+        used = sorted({k for c in model["cases"] for k in c.get("phases_s", {})})
+        if used:
+            lines.append("")
+            lines.append("Phase legend: " + "; ".join(f"{k} = {PHASE_WORDS[k]}" for k in used) + ".")
         lines.append("")
         lines.append("Objective metrics (median over measured steps):")
         lines.append("")
@@ -464,7 +468,8 @@ def markdown(result: dict) -> str:
             if "params" in c:
                 seen.setdefault(c["case"], c["params"])
     for case, params in seen.items():
-        lines.append(f"- {case} ({CASES[case]['note']}): `{json.dumps(params, sort_keys=True)}`")
+        extra = ", with --params-json overrides" if case in result["args"].get("overrides", {}) else ""
+        lines.append(f"- {case} ({CASES[case]['note']}{extra}): `{json.dumps(params, sort_keys=True)}`")
     return "\n".join(lines)
 
 
