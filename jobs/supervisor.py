@@ -74,6 +74,14 @@ def wait_for_dependencies(store: Store, run_id: str, after: list[str]) -> bool:
     return True
 
 
+def cpu_slots() -> int:
+    """CPU jobs allowed at once (THOUGHTLAB_CPU_JOBS, default 1)."""
+    try:
+        return max(1, int(os.environ.get("THOUGHTLAB_CPU_JOBS", "1")))
+    except ValueError:
+        return 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,7 +96,10 @@ def worker_command(run: dict, cfg: dict, data_dir: Path, n_gpus: int) -> list[st
               "--dynamo_backend", "no"]
     if n_gpus == 0:
         mp = cfg.get("mixed_precision", "no")
-        launch += ["--cpu", "--num_processes", "1", "--mixed_precision", "bf16" if mp == "bf16" else "no"]
+        # Split the cores between the CPU slots: oversubscribed OpenMP threads slow every job down.
+        threads = max(1, (os.cpu_count() or 1) // cpu_slots())
+        launch += ["--cpu", "--num_processes", "1", "--num_cpu_threads_per_process", str(threads),
+                   "--mixed_precision", "bf16" if mp == "bf16" else "no"]
     else:
         launch += ["--num_processes", str(n_gpus), "--mixed_precision", cfg.get("mixed_precision", "no"),
                    "--main_process_port", str(_free_port())]
@@ -115,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if n_gpus:
         fds, slots = acquire_slots(data_dir, "gpu", n_gpus, n_available, store, args.run_id)
     else:
-        total = max(1, int(os.environ.get("THOUGHTLAB_CPU_JOBS", "1")))
-        fds, slots = acquire_slots(data_dir, "cpu", 1, total, store, args.run_id)
+        fds, slots = acquire_slots(data_dir, "cpu", 1, cpu_slots(), store, args.run_id)
     if fds is None:
         store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now(),
                             error="cancelled while queued")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -124,18 +125,32 @@ def data_for(benchmark: str, data: dict[str, str] | None) -> str | None:
     return None
 
 
-def launch_experiment(model: str, corpus: str = "builtin", *,
-                      objectives: Sequence[str] = DEFAULT_OBJECTIVES, budget_steps: int = 20,
-                      budget_mode: str = "flops", benchmarks: Sequence[str] = ("math-test",),
-                      data: dict[str, str] | None = None, limit: int = 20,
-                      max_new_tokens: int = 0, base_cfg: dict[str, Any] | None = None,
-                      params: dict[str, dict[str, Any]] | None = None,
-                      thought_modes: Sequence[str] = THOUGHT_CONTROLS, cot_control: bool = True,
-                      name: str = "", data_dir: str | Path = "data") -> str:
-    """Train every objective on the same model, corpus and budget, and queue the evaluations
-    (module docstring). Everything is validated before the first job starts, so bad input
-    never leaves half an experiment behind. Returns the experiment id."""
-    from jobs.manager import submit, submit_eval, validate
+@dataclass
+class ExperimentPlan:
+    """A validated experiment, before any job exists: the training configs per objective and
+    the evaluations as (spec, objective whose checkpoint it scores, or None = base model)."""
+    id: str
+    label: str
+    budget_flops: float
+    configs: dict[str, RunConfig]
+    evals: list[tuple[EvalSpec, str | None]]
+
+    def eval_name(self, spec: EvalSpec, objective: str | None) -> str:
+        mode = "" if spec.thought_mode == "none" else f" ({spec.thought_mode})"
+        return f"{self.label} · {spec.benchmark} · {objective or 'base'}{mode}"
+
+
+def plan_experiment(model: str, corpus: str = "builtin", *,
+                    objectives: Sequence[str] = DEFAULT_OBJECTIVES, budget_steps: int = 20,
+                    budget_mode: str = "flops", benchmarks: Sequence[str] = ("math-test",),
+                    data: dict[str, str] | None = None, limit: int = 20,
+                    max_new_tokens: int = 0, base_cfg: dict[str, Any] | None = None,
+                    params: dict[str, dict[str, Any]] | None = None,
+                    thought_modes: Sequence[str] = THOUGHT_CONTROLS, cot_control: bool = True,
+                    name: str = "", data_dir: str | Path = "data") -> ExperimentPlan:
+    """Build and validate every training config and eval spec of an experiment (module
+    docstring); raises LabError naming the problem. Starts nothing."""
+    from jobs.manager import validate
     if budget_mode not in BUDGET_MODES:
         raise LabError(f"budget_mode must be one of {', '.join(BUDGET_MODES)} (got {budget_mode!r})")
     if int(budget_steps) < 1:
@@ -146,6 +161,8 @@ def launch_experiment(model: str, corpus: str = "builtin", *,
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown or not benchmarks:
         raise LabError(f"Unknown or no benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}.")
+    for b in benchmarks:
+        data_for(b, data)                      # a missing data file fails before anything slow
     exp = "exp-" + new_run_id()
     label = name or exp
 
@@ -165,8 +182,8 @@ def launch_experiment(model: str, corpus: str = "builtin", *,
             "params": {**(params or {}).get(obj, {})}})
         configs[obj] = validate(cfg, data_dir)
 
-    # Evaluations: (spec, training objective or None for the base model). Specs of trained
-    # runs get their checkpoint once the run exists; the base model stands in to validate.
+    # Evaluations. Specs of trained runs get their checkpoint once the run exists; the base
+    # model stands in to validate them.
     common = dict(limit=limit, max_new_tokens=max_new_tokens,
                   extra={"experiment": exp, "budget_mode": budget_mode, "budget_steps": budget_steps,
                          "budget_flops": budget})
@@ -174,26 +191,57 @@ def launch_experiment(model: str, corpus: str = "builtin", *,
     base_benches = list(benches)
     if cot_control and (data or {}).get("gsm8k"):
         base_benches += [b for b in ("gsm8k", "gsm8k-cot") if b not in base_benches]
-    planned: list[tuple[EvalSpec, str | None]] = []
+    evals: list[tuple[EvalSpec, str | None]] = []
     for obj in [*objectives, None]:
         modes = ["none"] + (list(thought_modes) if obj == "quiet-star" else [])
-        planned += [(EvalSpec(model=model, benchmark=b, data=data_for(b, data), thought_mode=m,
-                              **common), obj)
-                    for b in (base_benches if obj is None else benches) for m in modes]
-    for spec, _ in planned:
+        evals += [(EvalSpec(model=model, benchmark=b, data=data_for(b, data), thought_mode=m,
+                            **common), obj)
+                  for b in (base_benches if obj is None else benches) for m in modes]
+    for spec, _ in evals:
         spec.validate()
+    return ExperimentPlan(exp, label, budget, configs, evals)
 
-    run_ids = {obj: submit(cfg, data_dir) for obj, cfg in configs.items()}
-    for spec, obj in planned:
-        if obj is None:
-            submit_eval(spec, data_dir, experiment=exp, name=f"{label} · {spec.benchmark} · base")
-            continue
-        rid = run_ids[obj]
-        spec.model, spec.run_id = f"run:{rid}", rid
-        mode = "" if spec.thought_mode == "none" else f" ({spec.thought_mode})"
-        submit_eval(spec, data_dir, after=[rid], experiment=exp,
-                    name=f"{label} · {spec.benchmark} · {obj}{mode}")
-    return exp
+
+def launch_experiment(model: str, corpus: str = "builtin", *, data_dir: str | Path = "data",
+                      **settings: Any) -> str:
+    """Plan an experiment (settings as in plan_experiment: objectives, budget_steps,
+    budget_mode, benchmarks, data, limit, max_new_tokens, base_cfg, params, thought_modes,
+    cot_control, name) and start it as background jobs: the training runs, and the evals
+    queued behind them. Everything is validated first, so bad input never leaves half an
+    experiment behind. Returns the experiment id."""
+    from jobs.manager import submit, submit_eval
+    plan = plan_experiment(model, corpus, data_dir=data_dir, **settings)
+    run_ids = {obj: submit(cfg, data_dir) for obj, cfg in plan.configs.items()}
+    for spec, obj in plan.evals:
+        after = []
+        if obj is not None:
+            after = [run_ids[obj]]
+            spec.model, spec.run_id = f"run:{run_ids[obj]}", run_ids[obj]
+        submit_eval(spec, data_dir, after=after, experiment=plan.id, name=plan.eval_name(spec, obj))
+    return plan.id
+
+
+def run_inline(plan: ExperimentPlan, store: Store) -> str:
+    """Run a plan in this process, one job after the other, with no background jobs (tests,
+    notebooks). The rows look like launch_experiment's. Returns the experiment id."""
+    from lab.evaluation import run_eval
+    from lab.store import now
+    from lab.train import train
+    run_ids = {}
+    for obj, cfg in plan.configs.items():
+        rid = store.create_run(config=cfg.to_dict(), status="running")
+        train(cfg, rid, store)
+        store.update_run(rid, status="finished", finished_at=now())
+        run_ids[obj] = rid
+    for spec, obj in plan.evals:
+        if obj is not None:
+            spec.model, spec.run_id = f"run:{run_ids[obj]}", run_ids[obj]
+        eid = store.create_run(kind="eval", status="running", config={
+            **spec.to_dict(), "experiment": plan.id, "objective": "eval",
+            "name": plan.eval_name(spec, obj), "max_steps": 100, "corpus": spec.data or "builtin"})
+        run_eval(spec, store, eval_id=eid)
+        store.update_run(eid, status="finished", step=100, finished_at=now())
+    return plan.id
 
 
 # ---- reading results ---------------------------------------------------------------------------
@@ -342,7 +390,8 @@ def compare_pairs(store: Store, pairs: list[tuple[dict, dict]]) -> pd.DataFrame:
                     "higher_is_better": c["higher_is_better"], "matched": _matched(ref, row),
                     "steps_ref": ref["steps"], "steps": row["steps"],
                     "flops_ref": ref["flops"], "flops": row["flops"]})
-    return pd.DataFrame(out, columns=DELTA_COLUMNS)
+    return (pd.DataFrame(out, columns=DELTA_COLUMNS)
+            .sort_values(["benchmark", "label", "reference"], kind="stable").reset_index(drop=True))
 
 
 def _plain(results: pd.DataFrame) -> pd.DataFrame:

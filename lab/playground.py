@@ -20,12 +20,14 @@ so every table of one text lines up position by position.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pandas as pd
 import torch
@@ -40,6 +42,26 @@ from lab.records import sequence_records, token_texts
 MAX_TOKENS = 1024          # longer texts are cut (the page shows them 400 tokens at a time)
 RHO = 0.2                  # forking tokens: the top 20 % entropy tokens of the text
 ITEM_FILES = {"GSM8K": "gsm8k_test.jsonl", "CommonsenseQA": "commonsenseqa_dev.jsonl"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _few_threads(fn: F) -> F:
+    """Run `fn` with THOUGHTLAB_THREADS (default 1) intra-op CPU threads. On a 2-core machine
+    shared with training jobs, OpenMP's spinning threads collapse under contention: measured
+    here, SmolLM2-135M RLP sampling took 134 s with 2 threads vs 14 s with 1 (Quiet-STaR
+    thoughts 64 s vs 12 s, a 100-token forward 5.8 s vs 0.9 s); idle, 2 gain at most 2x."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        wanted = int(os.environ.get("THOUGHTLAB_THREADS", "1") or 1)
+        before = torch.get_num_threads()
+        if wanted < 1 or wanted == before:
+            return fn(*args, **kwargs)
+        torch.set_num_threads(wanted)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper  # type: ignore[return-value]
 
 
 # ---- models -------------------------------------------------------------------------------
@@ -118,6 +140,7 @@ def _ids(pm: PlayModel, text: str, max_tokens: int) -> list[int]:
 
 # ---- per-token statistics -----------------------------------------------------------------
 
+@_few_threads
 @torch.no_grad()
 def token_table(pm: PlayModel, text: str, *, max_tokens: int = MAX_TOKENS) -> pd.DataFrame:
     """One row per token: position, token_id, token, entropy (nats, full vocabulary), nll and
@@ -145,6 +168,15 @@ def summary(table: pd.DataFrame) -> dict[str, float]:
             "top1": float((pred["top"] == pred["token"]).mean())}
 
 
+def default_position(table: pd.DataFrame) -> int:
+    """Where to look first: the most uncertain predicted token that is not pure whitespace."""
+    pred = table.iloc[1:]
+    words = pred[pred["token"].str.strip() != ""]
+    pick = words if not words.empty else pred
+    return int(pick.loc[pick["entropy"].idxmax(), "position"])
+
+
+@_few_threads
 def thought_table(pm: PlayModel, text: str, *, n_thoughts: int = 2, temperature: float = 1.0,
                   seed: int = 0, corrupted: bool = False,
                   max_tokens: int = MAX_TOKENS) -> pd.DataFrame:
@@ -156,8 +188,10 @@ def thought_table(pm: PlayModel, text: str, *, n_thoughts: int = 2, temperature:
         raise LabError(f"{pm.spec} has no Quiet-STaR mixing head (extra_{HEAD_NAME}.safetensors): "
                        "thoughts after every token need a checkpoint of a Quiet-STaR run.")
     _ids(pm, text, max_tokens)
+    # Quiet-STaR's sampler divides by the temperature: 0 (greedy, as RLP/RPT read it) → near 0.
     rows = think_text(pm.model, pm.tokenizer, pm.head, text, n_passes=n_thoughts,
-                      temperature=temperature, seed=seed, corrupted=corrupted, max_tokens=max_tokens)
+                      temperature=max(temperature, 1e-4), seed=seed, corrupted=corrupted,
+                      max_tokens=max_tokens)
     df = pd.DataFrame([r for r in rows if r["target"] is not None])    # the last token predicts nothing
     df["prob_gain"] = df["mixed_prob"] - df["base_prob"]
     df["logp_gain"] = [_log(m) - _log(b) for m, b in zip(df["mixed_prob"], df["base_prob"])]
@@ -224,6 +258,7 @@ def _check_position(position: int, n: int) -> None:
                        "(token 0 has no context before it).")
 
 
+@_few_threads
 def rlp_thoughts(pm: PlayModel, text: str, position: int, *, n_thoughts: int = 4,
                  temperature: float = 0.7, max_thought_tokens: int = 32, seed: int = 0,
                  corrupted: bool = False, max_tokens: int = MAX_TOKENS) -> Sampled:
@@ -232,8 +267,8 @@ def rlp_thoughts(pm: PlayModel, text: str, position: int, *, n_thoughts: int = 4
         r = log p(x_t | x_<t, thought) − log p(x_t | x_<t)      (the model as its own teacher)
     both scored in one batched forward with the same template as training (lab/objectives/
     rlp.py). With `corrupted`, each thought is replaced by random tokens of the same length
-    before scoring. Rows: idx, thought, n_tokens, closed, logp, prob, reward, advantage (RLOO),
-    hit (x_t is the argmax after the thought)."""
+    before scoring. Rows: idx, thought, reward, advantage (RLOO), prob / logp of x_t after the
+    thought, hit (x_t is then the argmax), n_tokens, closed (the thought wrote </think>)."""
     tok, model = pm.tokenizer, pm.model
     ids = _ids(pm, text, max_tokens)
     _check_position(position, len(ids))
@@ -261,11 +296,11 @@ def rlp_thoughts(pm: PlayModel, text: str, position: int, *, n_thoughts: int = 4
     rows = pd.DataFrame({
         "idx": range(n_thoughts),
         "thought": [tok.decode(t, skip_special_tokens=False) for t in thoughts],
-        "n_tokens": [len(t) for t in thoughts], "closed": closed,
-        "logp": logp[:-1].tolist(), "prob": logp[:-1].exp().tolist(), "reward": reward.tolist(),
+        "reward": reward.tolist(),
         "advantage": (rl.rloo_advantages(reward, n_thoughts).tolist() if n_thoughts > 1
                       else [0.0] * n_thoughts),
-        "hit": hit[:-1].tolist()})
+        "prob": logp[:-1].exp().tolist(), "logp": logp[:-1].tolist(), "hit": hit[:-1].tolist(),
+        "n_tokens": [len(t) for t in thoughts], "closed": closed})
     return Sampled(kind="rlp", position=position, target=_text(tok, target),
                    context=tok.decode(ids[:position], skip_special_tokens=False), rows=rows,
                    info={"no_thought_logp": logp[-1].item(), "no_thought_prob": logp[-1].exp().item(),
@@ -273,6 +308,7 @@ def rlp_thoughts(pm: PlayModel, text: str, position: int, *, n_thoughts: int = 4
                          "corrupted": corrupted, "seed": seed})
 
 
+@_few_threads
 def rpt_rollouts(pm: PlayModel, text: str, position: int, *, n_rollouts: int = 4,
                  temperature: float = 0.8, max_new_tokens: int = 48, seed: int = 0,
                  corrupted: bool = False, max_tokens: int = MAX_TOKENS) -> Sampled:
@@ -321,8 +357,8 @@ def _corrupted_rollouts(pm: PlayModel, prompt: list[int], texts: list[str],
     tok = pm.tokenizer
     head = "<think>\n"
     tail = "\n</think>\n\n"
-    fakes = [_random_tokens(tok, max(1, len(tok.encode(rpt.reasoning_text(t), add_special_tokens=False))), gen)
-             for t in texts]
+    lengths = [len(tok.encode(rpt.reasoning_text(t), add_special_tokens=False)) for t in texts]
+    fakes = [_random_tokens(tok, max(1, n), gen) for n in lengths]
     prefixes = [prompt + tok.encode(head + tok.decode(f) + tail, add_special_tokens=False) for f in fakes]
     ro = rl.sample_groups(pm.model, prefixes, group_size=1, max_new_tokens=ANSWER_TOKENS,
                           temperature=temperature, pad_id=pad, eos_ids=[tok.eos_token_id])

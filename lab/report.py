@@ -61,6 +61,7 @@ def scores_figure(results: pd.DataFrame, *, higher_is_better: bool = True,
         fig.add_trace(go.Bar(
             x=g["benchmark"], y=g["score"], name=label,
             error_y=dict(type="data", array=g["stderr"].fillna(0), visible=True),
+            text=g["score"].map(lambda v: f"{v:.2f}"), textposition="inside", insidetextanchor="start",
             marker=dict(color=color_of(label), pattern_shape=PATTERNS.get(tm, "")),
             customdata=g[["n", "stderr", "eval_id"]].to_numpy(),
             hovertemplate=f"<b>{html.escape(label)}</b><br>%{{x}}: %{{y:.3f}} ± %{{customdata[1]:.3f}}"
@@ -112,6 +113,8 @@ def curves_figure(metrics: pd.DataFrame, metric: str, labels: dict[str, str], *,
     fig.update_layout(title=title or metric, height=300, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis_title={"step": "optimizer step", "flops": "training FLOPs"}.get(x, x),
                       legend=dict(orientation="h", y=-0.3))
+    if x == "flops":
+        fig.update_xaxes(rangemode="tozero")
     return fig
 
 
@@ -131,7 +134,9 @@ def delta_table(d: pd.DataFrame) -> pd.DataFrame:
              "ci_high", "p_mcnemar", "n_right_to_wrong", "n_wrong_to_right", "matched"]].copy()
     out.insert(out.columns.get_loc("p_mcnemar") + 1, "verdict",
                [verdict(r) for r in d.to_dict("records")])
-    return out
+    return out.rename(columns={"score_ref": "ref score", "n_right_to_wrong": "right→wrong",
+                               "n_wrong_to_right": "wrong→right", "p_mcnemar": "McNemar p",
+                               "ci_low": "CI low", "ci_high": "CI high"})
 
 
 def top_thoughts(store: Store, run_id: str, k: int = 5, context_tokens: int = 40) -> pd.DataFrame:
@@ -162,7 +167,7 @@ padding:4px 8px;text-align:left;vertical-align:top} th{background:#fafafa}
 .thought{border:1px solid #e3e3e3;border-radius:6px;padding:.6em 1em;margin:.6em 0}
 .ctx{font-family:ui-monospace,monospace;white-space:pre-wrap;color:#555}
 .th{font-family:ui-monospace,monospace;white-space:pre-wrap;background:#fff3e0;padding:0 3px}
-.tg{font-family:ui-monospace,monospace;background:#e8f5e9;padding:0 3px;font-weight:600}
+.tg{font-family:ui-monospace,monospace;background:#e8f5e9;padding:0 3px;font-weight:600;white-space:pre}
 """
 
 
@@ -182,6 +187,7 @@ class _Doc:
         self.parts.append(markup)
 
     def fig(self, fig: go.Figure) -> None:
+        fig.update_layout(template="plotly_white")
         self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                       config={"displaylogo": False, "responsive": True}))
 
@@ -209,6 +215,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
         if not pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].map(lambda v: "–" if v is None or v is pd.NA else v)
             continue
         if "flops" in c:
             out[c] = out[c].map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
@@ -227,7 +234,8 @@ def _thoughts_html(th: pd.DataFrame) -> str:
         nll = ""
         if pd.notna(r.get("base_nll")) and pd.notna(r.get("mixed_nll")):
             nll = f" · NLL of the true token {r['base_nll']:.2f} without → {r['mixed_nll']:.2f} with the thought"
-        guess = f" · guessed <span class='tg'>{_e(r['prediction'])}</span>" if r.get("prediction") else ""
+        guess = (f" · the model predicted <span class='tg'>{_e(r['prediction'])}</span>"
+                 if isinstance(r.get("prediction"), str) and r["prediction"] else "")
         cards.append(
             f"<div class='thought'><div class='ctx'>…{_e(r['context'])}</div>"
             f"<div>thought: <span class='th'>{_e(r['text'])}</span></div>"
@@ -352,12 +360,15 @@ def experiment_report_html(store: Store, experiment_id: str) -> str:
     else:
         n_min = int(res["n"].min())
         if n_min < 100:
-            doc.p(f"Only {n_min}–{int(res['n'].max())} items per benchmark: confidence intervals are "
+            n_max = int(res["n"].max())
+            doc.p(f"Only {n_min if n_min == n_max else f'{n_min}–{n_max}'} items per benchmark: "
+                  "confidence intervals are "
                   "wide, so read this as a smoke test unless the differences are large.", "note")
         for hib in (True, False):
             if (res["higher_is_better"] == hib).any():
                 doc.fig(scores_figure(res, higher_is_better=hib))
-        doc.table(res[["label", "benchmark", "mode", "score", "stderr", "n", "steps", "flops"]])
+        doc.table(res.sort_values(["benchmark", "label"])[["label", "benchmark", "mode", "score",
+                                                           "stderr", "n", "steps", "flops"]])
     _deltas_section(doc, ex.deltas(store, experiment_id, "ntp", res), "Reasoning objectives vs NTP",
                     "The central comparison: each objective's checkpoint minus the NTP checkpoint "
                     "trained with the same budget. " + READING)

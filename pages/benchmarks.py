@@ -100,8 +100,8 @@ def delta_view(d: pd.DataFrame, title: str, key: str) -> None:
         return
     st.plotly_chart(report.deltas_figure(d, title), width="stretch", key=key)
     st.dataframe(report.delta_table(d), hide_index=True, width="stretch",
-                 column_config={c: SCORE for c in ("score_ref", "score", "delta", "ci_low", "ci_high")}
-                 | {"p_mcnemar": P_VALUE})
+                 column_config={c: SCORE for c in ("ref score", "score", "delta", "CI low", "CI high")}
+                 | {"McNemar p": P_VALUE})
 
 
 def drill_down(comparisons: pd.DataFrame, key: str) -> None:
@@ -122,13 +122,12 @@ def drill_down(comparisons: pd.DataFrame, key: str) -> None:
     if items.empty:
         st.caption("No item changed its outcome.")
         return
-    cols = st.columns(2)
-    for col, direction in zip(cols, ("right→wrong", "wrong→right")):
+    for direction in ("right→wrong", "wrong→right"):
         part = items[items["direction"] == direction].rename(
             columns={"prediction_ref": f"{r['reference']} said", "prediction": f"{r['label']} said",
                      "output_ref": f"{r['reference']} wrote", "output": f"{r['label']} wrote"})
-        with col:
-            st.markdown(f"**{direction}** ({len(part)})")
+        st.markdown(f"**{direction}** ({len(part)} items)")
+        if not part.empty:
             st.dataframe(part.drop(columns="direction"), hide_index=True, width="stretch",
                          column_config={"prompt": st.column_config.TextColumn(width="large")})
 
@@ -313,6 +312,9 @@ def eval_form() -> None:
 def eval_jobs() -> None:
     jobs = store().list_runs(kind="eval").head(15)
     if jobs.empty:
+        # Render something: an auto-refreshing fragment that draws nothing makes the browser
+        # drop the page navigation (seen with Streamlit 1.67).
+        st.caption("No eval jobs yet.")
         return
     st.markdown("**Recent eval jobs**")
     st.dataframe(with_progress(jobs)[["id", "name", "status", "progress", "experiment", "created_at", "error"]],

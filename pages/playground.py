@@ -43,6 +43,11 @@ def _quiet_star(spec: str, data: str, text: str, **kw):
     return pg.thought_table(_model(spec, data), text, **kw)
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _items(path: str) -> list[tuple[str, str]]:
+    return pg.read_items(path)
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _sample(kind: str, spec: str, data: str, text: str, position: int, **kw) -> pg.Sampled:
     fn = pg.rlp_thoughts if kind == "rlp" else pg.rpt_rollouts
@@ -106,8 +111,8 @@ with c1:
 with c2:
     both = st.toggle("Compare with a second model (B)", key="pg_compare",
                      help="Typically the base model as A and a trained checkpoint as B.")
-    newest = store().list_runs()["id"].head(1).tolist()
-    default_b = st.query_params.get("model_b") or (f"run:{newest[0]}" if newest else "tiny-random")
+    with_ckpt = (r for r in store().list_runs()["id"] if list_checkpoints(data_dir(), r))  # newest first
+    default_b = st.query_params.get("model_b") or next((f"run:{r}" for r in with_ckpt), "tiny-random")
     spec_b = model_picker("b", default_b) if both else None
 
 with st.expander("Take the text from a GSM8K or CommonsenseQA item"):
@@ -117,7 +122,7 @@ with st.expander("Take the text from a GSM8K or CommonsenseQA item"):
                                               key="pg_file_path")
     if path:
         try:
-            st.session_state["pg_items"] = pg.read_items(path)
+            st.session_state["pg_items"] = _items(path)
             st.selectbox("Item", [label for label, _ in st.session_state["pg_items"]], index=None,
                          key="pg_item", on_change=load_item, placeholder="Pick an item: it replaces the text")
         except LabError as e:
@@ -130,10 +135,13 @@ text = st.text_area("Text", key="pg_text", height=110,
 c = st.columns([1, 1, 1, 1, 1])
 temperature = c[0].slider("Thought temperature", 0.0, 2.0, 0.7, 0.05, key="pg_temp",
                           help="0 = greedy. Applies to Quiet-STaR, RLP and RPT sampling.")
-n_thoughts = c[1].number_input("Thoughts per position (G)", 1, 16, 4, key="pg_g")
+n_thoughts = c[1].number_input("Thoughts per position (G)", 1, 16, 2, key="pg_g",
+                               help="Quiet-STaR thoughts per token, RLP thoughts or RPT rollouts at a "
+                                    "position. Cost grows with G: Quiet-STaR on 100 SmolLM2 tokens "
+                                    "takes about 3 s per thought.")
 seed = c[2].number_input("Seed", 0, 2**31 - 1, 0, key="pg_seed", help="Same seed → same thoughts.")
 max_new = c[3].number_input("Max thought tokens", 1, 256, 32, key="pg_max_new")
-corrupted = c[4].toggle("Corrupted thoughts", key="pg_corrupt",
+corrupted = c[4].toggle("Corrupt thoughts", key="pg_corrupt",
                         help="Control (objectives.md §5): replace each thought by random tokens of "
                              "the same length. If rewards stay the same, the thoughts are scaffolding.")
 
@@ -144,17 +152,17 @@ if not text.strip():
 
 # ---- per-token views ------------------------------------------------------------------------
 
-def token_view(toks, window=None) -> None:
+def token_view(toks, window, vmax: float | None = None) -> None:
     """The Forking-tokens view of one model's table: metrics and coloured tokens."""
     s = pg.summary(toks)
     m = st.columns(4)
     m[0].metric("Tokens", int(s["tokens"]))
-    m[1].metric("Mean entropy (nats)", f"{s['mean_entropy']:.3f}")
-    m[2].metric("Mean NLL (nats)", f"{s['mean_nll']:.3f}")
-    m[3].metric("Top-1 guessed", f"{s['top1']:.0%}")
-    shown = toks if window is None else toks[toks["position"].isin(window)]
-    colour = st.session_state.get("pg_colour", "entropy")
-    st.markdown(token_html(shown, colour, mark_col="forking", selected=st.session_state.get("pg_pos"),
+    m[1].metric("Mean entropy", f"{s['mean_entropy']:.3f}", help="nats, over the full vocabulary")
+    m[2].metric("Mean NLL", f"{s['mean_nll']:.3f}", help="nats: −log p of the true token")
+    m[3].metric("Top-1 hits", f"{s['top1']:.0%}", help="share of tokens that were the model's top guess")
+    shown = toks[toks["position"].isin(window)]
+    st.markdown(token_html(shown, colour, vmax=vmax, mark_col="forking",
+                           selected=st.session_state.get("pg_pos"),
                            tooltip_cols=("entropy", "prob", "nll", "top_prob")),
                 unsafe_allow_html=True)
 
@@ -182,8 +190,9 @@ def thoughts_view(resolved: str, pm: pg.PlayModel, toks, window, slot: str):
     return qs
 
 
-st.radio("Colour tokens by", ["entropy", "nll"], horizontal=True, key="pg_colour",
-         format_func=lambda c: {"entropy": "entropy (uncertainty)", "nll": "surprise (NLL of the true token)"}[c])
+COLOURS = {"entropy": "entropy (uncertainty)", "nll": "surprise (NLL of the true token)"}
+colour = st.radio("Colour tokens by", list(COLOURS), horizontal=True, key="pg_colour",
+                  format_func=COLOURS.get)
 st.caption("<span style='outline:2px solid #7b1fa2;font-weight:600'>Outlined</span> = forking token "
            "(top 20 % entropy of this text); blue outline = selected position. Hover a token for "
            "its numbers.", unsafe_allow_html=True)
@@ -195,8 +204,8 @@ if a is None:
 res_a, pm_a, toks_a = a
 win = windowed(toks_a, "pg")["position"].tolist()
 positions = toks_a["position"].tolist()[1:]
-if st.session_state.get("pg_pos") not in positions:     # default: the most uncertain token
-    st.session_state["pg_pos"] = int(toks_a.iloc[1:].nlargest(1, "entropy")["position"].iloc[0])
+if st.session_state.get("pg_pos") not in positions:     # a new text: start at its biggest fork
+    st.session_state["pg_pos"] = pg.default_position(toks_a)
 qs_tables: dict[str, object] = {}
 
 if b is None:
@@ -208,14 +217,16 @@ if b is None:
                             on="position", how="left")
 else:
     res_b, pm_b, toks_b = b
+    # one colour scale for both models, so equal shades mean equal values
+    vmax = max(float(t[colour].dropna().quantile(0.98)) for t in (toks_a, toks_b)) or 1.0
     ca, cb = st.columns(2)
     with ca:
         st.markdown(f"**A** · `{res_a}`")
-        token_view(toks_a, win)
+        token_view(toks_a, win, vmax)
         qs_tables["A"] = thoughts_view(res_a, pm_a, toks_a, win, "A")
     with cb:
         st.markdown(f"**B** · `{res_b}`")
-        token_view(toks_b, win)
+        token_view(toks_b, win, vmax)
         qs_tables["B"] = thoughts_view(res_b, pm_b, toks_b, win, "B")
     try:
         diff = pg.compare(toks_a, toks_b)
@@ -228,17 +239,18 @@ else:
     vmax = float(diff["logp_gain"].abs().quantile(0.98)) or 1.0     # one scale for both strips
     tips = ("prob_gain", "logp_gain", "entropy_change")
     d1, d2 = st.columns(2)
-    d1.markdown("**Where B gives the true token more probability** (darker = larger log-prob gain)")
+    d1.markdown("**B gives the true token more probability** (darker = larger log-prob gain)")
     d1.markdown(token_html(shown, "up", vmax=vmax, tooltip_cols=tips), unsafe_allow_html=True)
-    d2.markdown("**Where B gives it less**")
+    d2.markdown("**B gives it less probability**")
     d2.markdown(token_html(shown, "down", vmax=vmax, tooltip_cols=tips), unsafe_allow_html=True)
-    fig = go.Figure([go.Bar(x=shown["position"], y=shown["prob_gain"], name="Δ probability of the true token",
-                            hovertext=shown["token"]),
-                     go.Bar(x=shown["position"], y=shown["entropy_change"], name="Δ entropy (nats)",
-                            hovertext=shown["token"])])
-    fig.update_layout(height=280, barmode="group", margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="token position", legend=dict(orientation="h", y=1.15))
-    st.plotly_chart(fig, width="stretch")
+    bars = [("prob_gain", "Δ probability of the true token", ("#2e7d32", "#c62828")),   # better / worse
+            ("entropy_change", "Δ entropy (nats)", ("#ef6c00", "#1565c0"))]          # less / more sure
+    for col, (y, title, (up, down)) in zip(st.columns(2), bars):
+        fig = go.Figure(go.Bar(x=shown["position"], y=shown[y], hovertext=shown["token"],
+                               marker_color=[up if v >= 0 else down for v in shown[y].fillna(0)]))
+        fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=10),
+                          xaxis_title="token position")
+        col.plotly_chart(fig, width="stretch")
     table = diff[["position", "token", "prob_a", "prob_b", "prob_gain", "logp_gain", "entropy_a",
                   "entropy_b", "entropy_change", "forking_a", "forking_b"]]
 
@@ -288,7 +300,9 @@ with tab_rlp:
             m[1].metric("Mean reward (nats)", f"{s.info['mean_reward']:+.3f}")
             m[2].metric("Best reward (nats)", f"{s.rows['reward'].max():+.3f}")
             st.dataframe(s.rows.sort_values("reward", ascending=False), hide_index=True, width="stretch",
-                         column_config={"thought": st.column_config.TextColumn(width="large")})
+                         column_config={"thought": st.column_config.TextColumn(width="medium"),
+                                        "prob": "p(token | thought)", "logp": "log p",
+                                        "hit": "top-1 hit"})
         except LabError as e:
             st.error(str(e))
 with tab_rpt:

@@ -61,6 +61,8 @@ def test_token_table_equals_a_direct_forward(tiny):
     assert pred["forking"].sum() == round(0.2 * len(pred))
     assert pred.loc[pred["forking"], "entropy"].min() >= pred.loc[~pred["forking"], "entropy"].max()
     assert pred["top"].tolist() == [tiny.tokenizer.decode([i]) for i in logits.argmax(-1).tolist()]
+    top = pred.loc[pred["token"].str.strip() != "", "entropy"].idxmax()
+    assert pg.default_position(df) == df.loc[top, "position"]
     s = pg.summary(df)
     assert s["tokens"] == len(df) and s["mean_nll"] == pytest.approx(float(-logp.mean()), rel=1e-5)
 
@@ -104,6 +106,9 @@ def test_quiet_star_checkpoint_thoughts(qs_data):
     assert pg.thought_table(pm, TEXT, n_thoughts=2, seed=2)["thoughts"].tolist() != th["thoughts"].tolist()
     bad = pg.thought_table(pm, TEXT, n_thoughts=2, seed=1, corrupted=True)
     assert bad["thoughts"].tolist() != th["thoughts"].tolist()
+    greedy = pg.thought_table(pm, TEXT, n_thoughts=2, temperature=0.0)        # the page's slider allows 0
+    assert greedy["mixed_prob"].notna().all()
+    assert [t[0]["text"] for t in greedy["thoughts"]] == [t[1]["text"] for t in greedy["thoughts"]]
 
 
 def test_thoughts_need_a_quiet_star_head(tiny):
@@ -136,7 +141,8 @@ def test_rlp_thoughts_rewards_against_no_thought(tiny):
     with torch.no_grad():
         ref = F.log_softmax(tiny.model(input_ids=torch.tensor([seq])).logits[0, -1].float(), -1)[ids[pos]]
     assert s.info["no_thought_logp"] == pytest.approx(ref.item(), abs=1e-4)
-    assert s.rows["reward"].tolist() == pytest.approx((s.rows["logp"] - s.info["no_thought_logp"]).tolist(), abs=1e-6)
+    expected = s.rows["logp"] - s.info["no_thought_logp"]
+    assert s.rows["reward"].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
     assert s.rows["advantage"].sum() == pytest.approx(0.0, abs=1e-5)           # RLOO
     same = pg.rlp_thoughts(tiny, TEXT, pos, n_thoughts=3, max_thought_tokens=6, seed=0)
     assert same.rows.equals(s.rows)
@@ -248,9 +254,9 @@ def test_page_quiet_star_checkpoint_and_comparison(qs_data, monkeypatch):
 
 @pytest.mark.timeout(300)
 def test_browser_types_text_and_sees_coloured_tokens(tmp_path):
-    from browser import browser_page, lab_server, shot, wait_idle
+    from browser import browser_page, lab_server, set_number, shot, wait_idle
     sentence = "The cat sat on the mat because it was warm, and then it fell asleep in the sun."
-    with lab_server(tmp_path) as url, browser_page(height=1300) as p:
+    with lab_server(tmp_path) as url, browser_page(height=2300) as p:
         # Through app.py's navigation, as a user arrives: wait for it to replace Streamlit's
         # default pages/ listing, which a direct /playground URL would get (see the report).
         p.goto(url)
@@ -267,10 +273,13 @@ def test_browser_types_text_and_sees_coloured_tokens(tmp_path):
         assert spans.count() == 20
         styles = {spans.nth(i).get_attribute("style").split(";")[0] for i in range(spans.count())}
         assert len(styles) > 3                                        # coloured, not one flat shade
-        p.get_by_text("Mean entropy (nats)").wait_for()
+        p.get_by_text("Mean entropy", exact=True).wait_for()
         assert p.locator('[data-testid="stException"]').count() == 0
         p.get_by_text("Per-token table").click()                     # fold it: the shot shows the text
+        set_number(p, "Thoughts per position (G)", 3)                # short thoughts: a shared CPU
+        set_number(p, "Max thought tokens", 12)
         p.get_by_role("button", name="Sample RLP thoughts").click()
-        p.locator('[data-testid="stMetricLabel"]').filter(has_text="Mean reward").wait_for()
+        p.locator('[data-testid="stMetricLabel"]').filter(has_text="Mean reward").wait_for(timeout=180_000)
         wait_idle(p)
+        assert p.locator('[data-testid="stException"]').count() == 0
         shot(p, "playground")

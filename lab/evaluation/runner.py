@@ -276,7 +276,7 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
     engine = Engine(model, loaded.tokenizer, device, logits_fn=logits_fn)
     load_s = time.monotonic() - t0
 
-    t1 = time.monotonic()
+    t1, c1 = time.monotonic(), time.process_time()
     info: dict[str, Any] = {}
     if spec.benchmark == "heldout-nll":
         ref_engine = None
@@ -286,7 +286,7 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
         rows, metrics, info = _heldout(engine, items, spec, progress, ref_engine)
     else:
         rows, metrics = TASKS[spec.benchmark](engine, items, spec, progress)
-    eval_s = time.monotonic() - t1
+    eval_s, cpu_s = time.monotonic() - t1, time.process_time() - c1
     progress.done()
 
     values = [r["correct"] for r in rows]
@@ -299,6 +299,7 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
               "metrics": metrics, "info": info, "device": str(device),
               "model_info": describe(model), "timing": {
                   "load_s": round(load_s, 3), "eval_s": round(eval_s, 3),
+                  "cpu_s": round(cpu_s, 3), "threads": torch.get_num_threads(),
                   "items_per_s": round(len(rows) / eval_s, 4) if eval_s > 0 else None},
               "git_commit": git_commit(), "versions": package_versions()}
     _write(store, eval_id, run_id, model_spec, spec.benchmark, bench.mode, len(rows), score, err,

@@ -1,0 +1,84 @@
+"""Self-contained HTML reports of a run and of an experiment (lab/report.py)."""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lab import experiments as ex
+from lab.errors import LabError
+from lab.report import experiment_report_html, run_report_html, top_thoughts
+from lab.store import Store
+
+CSQA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "commonsenseqa_dev.jsonl"
+EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", re.I)
+
+
+def tiny_experiment(tmp_path_factory) -> tuple[Path, str]:
+    """A finished tiny experiment (NTP + Quiet-STaR with both thought controls, two benchmarks),
+    run in this process without background jobs; built once per test session and shared by
+    the report and page tests."""
+    d = tmp_path_factory.getbasetemp() / "tiny-experiment"
+    done = d / "experiment.json"
+    if done.exists():
+        return d, json.loads(done.read_text())["id"]
+    d.mkdir(exist_ok=True)
+    plan = ex.plan_experiment(
+        "tiny-random", "builtin", objectives=("ntp", "quiet-star"), budget_steps=2,
+        benchmarks=["math-test", "csqa"], data={"csqa": str(CSQA)}, limit=4, max_new_tokens=8,
+        base_cfg=dict(seq_len=32, batch_size=2, corpus_docs=40, lr=1e-3, sample_every=1,
+                      n_samples=1, checkpoint_every=0),
+        params={"quiet-star": dict(n_ahead=4, n_ahead_talk=2)}, name="tiny demo", data_dir=d)
+    exp = ex.run_inline(plan, Store(d))
+    done.write_text(json.dumps({"id": exp}))
+    return d, exp
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    d, exp = tiny_experiment(tmp_path_factory)
+    return Store(d), exp
+
+
+def _self_contained(doc: str) -> None:
+    assert doc.startswith("<!DOCTYPE html>") and doc.rstrip().endswith("</html>")
+    assert not EXTERNAL_SCRIPT.search(doc)
+    assert doc.count("* plotly.js v") == 1                         # plotly.js inlined once
+    assert doc.count("<script") == 1 + doc.count("Plotly.newPlot")  # ... plus one per figure
+
+
+def test_run_report_has_config_curves_scores_and_thoughts(finished):
+    store, exp = finished
+    qs = ex.compute_table(store, exp).set_index("objective").loc["quiet-star", "run_id"]
+    doc = run_report_html(store, qs)
+    _self_contained(doc)
+    for text in ("Training loss", "Mean thought reward", "Mean next-token entropy", "Example thoughts",
+                 "Configuration", "n_ahead_talk", "Compared with NTP", "Compared with the base model"):
+        assert text in doc, text
+    assert doc.count("Plotly.newPlot") >= 4                 # curves + delta charts
+    best = top_thoughts(store, qs, k=1).iloc[0]
+    assert html.escape(best["text"]) in doc and html.escape(best["context"]) in doc
+    assert "true next token" in doc
+
+
+def test_experiment_report_has_budget_scores_deltas_and_controls(finished):
+    store, exp = finished
+    doc = experiment_report_html(store, exp)
+    _self_contained(doc)
+    for text in ("Compute: what was matched", "Score per benchmark", "Reasoning objectives vs NTP",
+                 "Every checkpoint vs the base model", "Are Quiet-STaR&#x27;s thoughts used?",
+                 "quiet-star +corrupted", "Example thoughts: quiet-star", "no clear difference"):
+        assert text in doc, text
+    budget = ex.compute_table(store, exp)["budget_flops"].iloc[0]
+    assert f"{budget:.3g}" in doc
+
+
+def test_reports_of_unknown_ids_say_so(finished):
+    store, _ = finished
+    with pytest.raises(LabError, match="No experiment"):
+        experiment_report_html(store, "exp-nope")
+    with pytest.raises(LabError, match="No run"):
+        run_report_html(store, "nope")
