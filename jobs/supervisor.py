@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots()))
     started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(),
                                   heartbeat_at=now(), attempts=int(run.get("attempts") or 0) + 1)
     if not started or CANCELLED:

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 from lab import experiments as ex
 from lab.errors import LabError
+from lab.evaluation import BENCHMARKS
 from lab.store import Store
 
 # One colour per objective, so a method looks the same in every chart.
@@ -66,6 +67,8 @@ def scores_figure(results: pd.DataFrame, *, higher_is_better: bool = True,
             customdata=g[["n", "stderr", "eval_id"]].to_numpy(),
             hovertemplate=f"<b>{html.escape(label)}</b><br>%{{x}}: %{{y:.3f}} ± %{{customdata[1]:.3f}}"
                           "<br>n = %{customdata[0]} items<br>eval %{customdata[2]}<extra></extra>"))
+    order = [b for b in BENCHMARKS if b in set(df["benchmark"])]
+    fig.update_xaxes(categoryorder="array", categoryarray=order)
     unit = "accuracy" if higher_is_better else "mean NLL per token (nats, lower is better)"
     fig.update_layout(title=title, barmode="group", height=380, yaxis_title=unit,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.15))

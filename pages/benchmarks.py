@@ -26,7 +26,6 @@ st.caption("Does token-level reasoning during pretraining beat plain next-token 
 
 PROGRESS = st.column_config.ProgressColumn("progress", min_value=0, max_value=1)
 SCORE = st.column_config.NumberColumn(format="%.3f")
-P_VALUE = st.column_config.NumberColumn("McNemar p", format="%.3g")
 FLOPS = st.column_config.NumberColumn(format="%.3e")
 
 
@@ -99,9 +98,11 @@ def delta_view(d: pd.DataFrame, title: str, key: str) -> None:
         st.info("No paired comparison yet: it needs both evals of a benchmark to have finished.")
         return
     st.plotly_chart(report.deltas_figure(d, title), width="stretch", key=key)
+    small = {c: st.column_config.NumberColumn(c, format="%.3f", width="small")
+             for c in ("ref score", "score", "delta", "CI low", "CI high")}
+    small |= {c: st.column_config.NumberColumn(c, width="small") for c in ("n", "right→wrong", "wrong→right")}
     st.dataframe(report.delta_table(d), hide_index=True, width="stretch",
-                 column_config={c: SCORE for c in ("ref score", "score", "delta", "CI low", "CI high")}
-                 | {"McNemar p": P_VALUE})
+                 column_config=small | {"McNemar p": st.column_config.NumberColumn(format="%.3g", width="small")})
 
 
 def drill_down(comparisons: pd.DataFrame, key: str) -> None:
@@ -126,7 +127,7 @@ def drill_down(comparisons: pd.DataFrame, key: str) -> None:
         part = items[items["direction"] == direction].rename(
             columns={"prediction_ref": f"{r['reference']} said", "prediction": f"{r['label']} said",
                      "output_ref": f"{r['reference']} wrote", "output": f"{r['label']} wrote"})
-        st.markdown(f"**{direction}** ({len(part)} items)")
+        st.markdown(f"**{direction}** ({len(part)} item{'' if len(part) == 1 else 's'})")
         if not part.empty:
             st.dataframe(part.drop(columns="direction"), hide_index=True, width="stretch",
                          column_config={"prompt": st.column_config.TextColumn(width="large")})
@@ -180,7 +181,9 @@ def experiment_view() -> None:
                    "Every run did the same number of steps; their FLOPs differ.")
         st.dataframe(compute[["objective", "status", "steps", "flops", "budget_flops", "budget_share",
                               "flops_per_step", "run_id"]], hide_index=True, width="stretch",
-                     column_config={"flops": FLOPS, "budget_flops": FLOPS, "flops_per_step": FLOPS,
+                     column_config={"flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
+                                    "budget_flops": st.column_config.NumberColumn("budget (FLOPs)", format="%.3e"),
+                                    "flops_per_step": st.column_config.NumberColumn("FLOPs per step", format="%.3e"),
                                     "budget_share": st.column_config.NumberColumn("share of budget",
                                                                                   format="%.2f")})
     res = ex.experiment_results(store(), exp)
