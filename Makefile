@@ -8,6 +8,9 @@ DATA    ?= data
 # CPU build by default (this machine's pip finds it locally). GPU users:
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH_INDEX ?=
+# The lab runs offline by default (no waiting on an unreachable model hub); HF_OFFLINE=0 to
+# use Hugging Face model ids and datasets on a machine with internet.
+HF_OFFLINE ?= 1
 
 .PHONY: setup setup-dev model browser run test bench clean
 
@@ -39,7 +42,7 @@ browser:
 	  || (echo "Install Chromium: sudo apt-get install chromium" && exit 1)
 
 run: model
-	THOUGHTLAB_DATA_DIR=$(DATA) $(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DATA) $(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 test: setup-dev model
 	$(BIN)/python -m pytest -q

@@ -18,9 +18,9 @@ PAGES = {
                 st.Page("pages/thoughts.py", title="Thoughts", icon=":material/psychology:"),
                 st.Page("pages/heatmap.py", title="Reward heatmap", icon=":material/grid_on:"),
                 st.Page("pages/playground.py", title="Playground", icon=":material/science:")],
+    "Evaluate": [st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/leaderboard:"),
+                 st.Page("pages/nt_accuracy.py", title="Next-token accuracy", icon=":material/target:")],
 }
-if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pages", "benchmarks.py")):
-    PAGES["Evaluate"] = [st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/leaderboard:")]
 
 nav = st.navigation(PAGES)
 

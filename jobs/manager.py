@@ -92,6 +92,23 @@ def submit_eval(spec, data_dir: str | Path = "data", *, after: list[str] | None 
     return run_id
 
 
+def submit_nt_reasoning(model: str, data_dir: str | Path = "data", *, reference: str = "",
+                        after: list[str] | None = None, experiment: str = "", **settings) -> str:
+    """Queue RPT's next-token reasoning accuracy evaluation (lab/nt_reasoning.py) as a job."""
+    from lab.nt_reasoning import job_config
+    cfg = job_config(model, reference=reference, **settings)
+    if not (after or model.startswith("run:")):
+        check_model_spec(model, data_dir)
+    check_model_spec(cfg["reference"], data_dir)
+    cfg.update(after=list(after or []), experiment=experiment, objective="eval", max_steps=100,
+               name=f"next-token reasoning · {model}", corpus="builtin:test")
+    store = Store(data_dir)
+    run_id = store.create_run(config=cfg, kind="eval",
+                              command=f"(web) next-token reasoning of {model} vs reference {cfg['reference']}")
+    start_supervisor(store, run_id)
+    return run_id
+
+
 def start_supervisor(store: Store, run_id: str) -> None:
     log = log_path(store.data_dir, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)

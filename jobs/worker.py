@@ -35,21 +35,31 @@ def _heartbeat(store: Store, run_id: str, stop: threading.Event) -> None:
 
 def run_job(store: Store, run: dict) -> None:
     cfg = json.loads(run["config"])
+    if run.get("kind") == "eval" and cfg.get("benchmark") == "nt-reasoning":
+        from lab.nt_reasoning import run_job as run_nt_reasoning
+        run_nt_reasoning(store, cfg, progress_callback=_progress_to_run(store, run["id"]))
+        return
     if run.get("kind") == "eval":
         from lab.evaluation import EvalSpec, run_eval
         fields = {f.name for f in dataclasses.fields(EvalSpec)}   # the job config adds queue keys
         spec = EvalSpec.from_dict({k: v for k, v in cfg.items() if k in fields})
-        last = [0.0]
-
-        def progress(frac: float, message: str) -> None:   # progress bar + ETA on the Runs page
-            if time.monotonic() - last[0] > 2 or frac >= 1:
-                last[0] = time.monotonic()
-                store.update_run(run["id"], step=int(frac * 100), heartbeat_at=now())
-        run_eval(spec, store, eval_id=run["id"], progress_callback=progress)
+        run_eval(spec, store, eval_id=run["id"], progress_callback=_progress_to_run(store, run["id"]))
         return
     from lab.config import RunConfig
     from lab.train import train
     train(RunConfig.from_dict(cfg), run["id"], store)
+
+
+def _progress_to_run(store: Store, run_id: str):
+    """A progress callback that moves the run's step (of 100) and phase: the Runs page turns
+    them into a progress bar with an ETA. Written at most every 2 s."""
+    last = [0.0]
+
+    def progress(frac: float, message: str) -> None:
+        if time.monotonic() - last[0] > 2 or frac >= 1:
+            last[0] = time.monotonic()
+            store.update_run(run_id, step=int(frac * 100), phase=message[:200], heartbeat_at=now())
+    return progress
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,7 +93,9 @@ def evaluate_nt_reasoning(model_spec: str, ref_spec: str, docs: Sequence[str], *
         argmax.update({(k, t): top[t - 1] for k, t in chosen if k == need[j]})
 
     items: dict[tuple[int, int], dict[str, Any]] = {}
-    progress = progress or Progress("next-token reasoning", total=max(1, len(chosen)), stream=None)
+    if progress is None:
+        progress = Progress("next-token reasoning", total=max(1, len(chosen)), stream=None)
+    progress.total = max(1, len(chosen))
     for i in range(0, len(chosen), batch_prompts):
         part = chosen[i:i + batch_prompts]
         prompts = [build_prompt(tok, context_text(tbytes[k], t)) for k, t in part]
@@ -177,3 +179,38 @@ def write_nt_reasoning(store, result: dict[str, Any], *, run_id: str | None = No
             con.executemany("INSERT INTO eval_items (eval_id, item_id, correct, prediction, target, "
                             "extra) VALUES (?, ?, ?, ?, ?, ?)", eval_items)
     return [e[0] for e in evals]
+
+
+# ---- as a background job -----------------------------------------------------------------
+JOB_DEFAULTS = {"reference": "", "n_positions": 32, "group_size": 1, "max_new_tokens": 64,
+                "seed": 0, "n_docs": 40}
+
+
+def job_config(model: str, *, reference: str = "", **settings: Any) -> dict[str, Any]:
+    """The `runs.config` of a next-token-reasoning job (kind 'eval', benchmark 'nt-reasoning').
+    Held-out text: the built-in generator's `test` split (never seen in training)."""
+    unknown = set(settings) - set(JOB_DEFAULTS)
+    if unknown:
+        raise LabError(f"Unknown next-token reasoning setting(s): {', '.join(sorted(unknown))}.")
+    cfg = {**JOB_DEFAULTS, **settings, "model": model, "reference": reference or model,
+           "benchmark": BENCHMARK}
+    for key in ("n_positions", "group_size", "max_new_tokens", "n_docs"):
+        if int(cfg[key]) < 1:
+            raise LabError(f"{key} must be at least 1 (got {cfg[key]}).")
+    return cfg
+
+
+def run_job(store, cfg: dict[str, Any], progress_callback=None) -> list[str]:
+    """Evaluate and store (called by jobs/worker.py)."""
+    from lab.mathgen import problems
+    docs = [p.text for p in problems(int(cfg["n_docs"]), "test", int(cfg["seed"]))]
+    reference = cfg["reference"]
+    if reference.startswith("run:") and reference == cfg["model"]:
+        raise LabError("The reference model must be fixed (e.g. the base model), not the checkpoint "
+                       "being evaluated, so base and trained are split into the same difficulty levels.")
+    result = evaluate_nt_reasoning(
+        cfg["model"], reference, docs, n_positions=int(cfg["n_positions"]),
+        group_size=int(cfg["group_size"]), seed=int(cfg["seed"]), data_dir=store.data_dir,
+        max_new_tokens=int(cfg["max_new_tokens"]),
+        progress=Progress("next-token reasoning", total=1, callback=progress_callback))
+    return write_nt_reasoning(store, result)

@@ -387,7 +387,7 @@ def read_items(path: str | Path, limit: int = 500) -> list[tuple[str, str]]:
     path = Path(str(path)).expanduser()
     kind = _item_kind(path)
     # the benchmark reader validates every record and says what is wrong with a bad file
-    records = benchmarks._read_jsonl(path, kind, max_lines=limit)  # noqa: SLF001
+    records = benchmarks.read_records(path, kind, max_lines=limit)
     out = []
     for i, r in enumerate(records):
         q = r["question"].strip()

@@ -15,11 +15,11 @@ st.title("Runs")
 @st.fragment(run_every="2s")
 def run_table() -> None:
     reap()
-    runs = store().list_runs()
+    runs = store().list_runs(kind=None)
     if runs.empty:
         st.info("No runs yet. Start one on the **Launch** page.")
         return
-    view = runs[["id", "name", "objective", "model", "status", "step", "max_steps", "tags",
+    view = runs[["id", "name", "kind", "objective", "model", "status", "step", "max_steps", "tags",
                  "created_at", "error"]].copy()
     view["progress"] = (view["step"].fillna(0) / view["max_steps"].fillna(1).clip(lower=1)).clip(0, 1)
     view["error"] = view["error"].fillna("").str.split("\n").str[0].str[:120]
@@ -39,15 +39,16 @@ def run_table() -> None:
 
 run_table()
 
-runs = store().list_runs()
+runs = store().list_runs(kind=None)   # training runs and evaluation jobs
 if runs.empty:
     st.stop()
 records = {r["id"]: r for r in runs.to_dict("records")}
+train_ids = [r["id"] for r in records.values() if r["kind"] == "train"]
 labels = {i: run_label(r) for i, r in records.items()}
 
 st.subheader("Curves")
-default = [st.query_params["run"]] if st.query_params.get("run") in records else list(records)[:1]
-chosen = st.multiselect("Runs to compare", list(records), default=default, format_func=labels.get,
+default = [st.query_params["run"]] if st.query_params.get("run") in train_ids else train_ids[:1]
+chosen = st.multiselect("Runs to compare", train_ids, default=default, format_func=labels.get,
                         key="runs_chosen")
 c2, c3 = st.columns([2, 2])
 with c2:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from jobs.manager import reap, submit
+from jobs.manager import reap, submit, submit_nt_reasoning
+from test_app import page as app_page
 from lab.config import RunConfig
 from lab.mathgen import documents
 from lab.nt_reasoning import evaluate_nt_reasoning, write_nt_reasoning
@@ -35,7 +36,7 @@ def run_job(objective: str, data_dir) -> tuple[Store, str]:
 
 
 @pytest.mark.parametrize("objective,kind", [("quiet-star", "quiet-star"), ("rlp", "rlp"), ("rpt", "rpt")])
-def test_objective_job_fills_thought_tables(data_dir, objective, kind):
+def test_objective_job_fills_thought_tables(data_dir, objective, kind, monkeypatch):
     store, rid = run_job(objective, data_dir)
     th = store.thoughts(rid)
     assert not th.empty and set(th["kind"]) == {kind}
@@ -63,3 +64,16 @@ def test_objective_job_fills_thought_tables(data_dir, objective, kind):
         assert any(m.startswith("reasoning/") for m in ev["mode"])
         items = store.query("SELECT count(*) AS n FROM eval_items WHERE eval_id IN (SELECT id FROM evals WHERE run_id = ?)", [rid])
         assert items["n"].iloc[0] > 0
+        # The same evaluation as a background job, base model beside the trained one.
+        jobs = [submit_nt_reasoning(m, data_dir, reference="tiny-random", n_positions=2, n_docs=4,
+                                    max_new_tokens=6) for m in (f"run:{rid}", "tiny-random")]
+        assert wait_for(lambda: all(store.get_run(j)["status"] not in ("queued", "running") for j in jobs)
+                        or bool(reap(data_dir)), timeout=240)
+        assert [store.get_run(j)["status"] for j in jobs] == ["finished", "finished"], \
+            [store.get_run(j)["error"] for j in jobs]
+        models = set(store.query("SELECT model FROM evals WHERE benchmark = 'nt-reasoning'")["model"])
+        assert {f"run:{rid}", "tiny-random"} <= {m.partition("@")[0] for m in models}
+        # …and the page shows base vs trained bars.
+        at = app_page("pages/nt_accuracy.py", data_dir, monkeypatch)
+        assert not at.exception
+        assert len(at.get("plotly_chart")) == 1
