@@ -367,7 +367,7 @@ def summarise(raw: dict, ntp_raw: dict | None, peak_tflops: float | None) -> dic
     if peak_tflops and raw["device"].startswith("cuda"):
         out["mfu"] = out["achieved_flops_per_s"] / (peak_tflops * 1e12)
     if raw["objective"] == "quiet-star":
-        p, (B, L) = raw["params"], raw["batch_shape"]
+        p, L = raw["params"], raw["batch_shape"][1]
         K = p["n_ahead"] + p["n_ahead_talk"] - 2
         n_pos = L - p["n_ahead_talk"]
         out["qs_theory"] = {

@@ -58,7 +58,7 @@ def smollm2_folder(progress: Progress | None = None) -> Path:
         return out
     gguf = _smol_gguf_path()
     progress = progress or Progress("converting SmolLM2-135M (once)", total=3)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     progress.update(0, "reading tokenizer from GGUF")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     progress.update(1, "dequantising weights (about 15 s)")

@@ -78,6 +78,18 @@ def pick_step_sample(run_id: str, table: str, key: str) -> tuple[int, int] | Non
     return step, sample
 
 
+def pick_logged_sample(table: str, key: str) -> tuple[dict[str, Any], int, int]:
+    """Run, step and sample pickers for pages that show one logged sample; stops the page
+    with a hint when there is nothing to show yet."""
+    run = pick_run("Run", key=f"{key}_run", table=table)
+    if run is None:
+        st.stop()
+    picked = pick_step_sample(run["id"], table, key)
+    if picked is None:
+        st.stop()
+    return run, picked[0], picked[1]
+
+
 def color_for(value: float | None, vmax: float, vmin: float = 0.0) -> str:
     """White → orange → red background for a value in [vmin, vmax]."""
     if value is None or pd.isna(value) or vmax <= vmin:

@@ -7,19 +7,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lab.entropy import LOW_ENTROPY
-from pages.common import pick_run, pick_step_sample, store, token_html, windowed
+from pages.common import pick_logged_sample, store, token_html, windowed
 
 st.title("Forking tokens")
 st.caption("High-entropy tokens are the 'forks' where the model decides what comes next; about 20 % "
            "of tokens carry most of the learning signal (Wang et al. 2025, arXiv:2506.01939).")
 
-run = pick_run("Run", key="fork_run", table="tokens")
-if run is None:
-    st.stop()
-picked = pick_step_sample(run["id"], "tokens", "fork")
-if picked is None:
-    st.stop()
-step, sample = picked
+run, step, sample = pick_logged_sample("tokens", "fork")
 toks = store().tokens(run["id"], step, sample)
 ent = toks["entropy"].dropna()
 

@@ -7,19 +7,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages.common import pick_run, pick_step_sample, store, token_html, windowed
+from pages.common import pick_logged_sample, store, token_html, windowed
 
 st.title("Thoughts")
 st.caption("What the model thought before each token, how each thought was rewarded, and how it "
            "changed the prediction of the true next token.")
 
-run = pick_run("Run", key="th_run", table="thoughts")
-if run is None:
-    st.stop()
-picked = pick_step_sample(run["id"], "thoughts", "th")
-if picked is None:
-    st.stop()
-step, sample = picked
+run, step, sample = pick_logged_sample("thoughts", "th")
 th = store().thoughts(run["id"], step, sample)
 toks = store().tokens(run["id"], step, sample)
 

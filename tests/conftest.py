@@ -20,6 +20,21 @@ TINY = ["--model", "tiny-random", "--corpus", "builtin", "--corpus-docs", "60", 
         "--batch-size", "2", "--sample-every", "2", "--n-samples", "1"]
 
 
+def tiny_config(**overrides):
+    """A RunConfig for a fast tiny-random NTP job; tests override what they exercise."""
+    from lab.config import RunConfig
+    base = dict(objective="ntp", model="tiny-random", corpus="builtin", corpus_docs=60, seq_len=32,
+                batch_size=2, max_steps=6, lr=1e-3, sample_every=2, n_samples=1, checkpoint_every=0)
+    return RunConfig.from_dict({**base, **overrides})
+
+
+def job_ended(store, run_id: str) -> bool:
+    """True once the run is no longer queued/running (reaping dead jobs first, as pages do)."""
+    from jobs.manager import reap
+    reap(store.data_dir)
+    return store.get_run(run_id)["status"] not in ("queued", "running")
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"

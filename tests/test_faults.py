@@ -12,7 +12,8 @@ import time
 import duckdb
 import pytest
 
-from jobs.manager import reap, resume, submit
+from conftest import job_ended, tiny_config
+from jobs.manager import resume, submit
 from jobs.worker import _explain
 from lab.checkpoint import latest_checkpoint, list_checkpoints
 from lab.config import RunConfig
@@ -20,15 +21,10 @@ from lab.store import Store, wait_for
 
 
 def cfg(**kw) -> RunConfig:
-    base = dict(objective="ntp", model="tiny-random", corpus="builtin", corpus_docs=60, seq_len=32,
-                batch_size=2, max_steps=40, lr=1e-3, sample_every=3, n_samples=1, checkpoint_every=1)
-    base.update(kw)
-    return RunConfig.from_dict(base)
+    return tiny_config(**{"max_steps": 40, "sample_every": 3, "checkpoint_every": 1, **kw})
 
 
-def finished(store: Store, rid: str) -> bool:
-    reap(store.data_dir)
-    return store.get_run(rid)["status"] not in ("queued", "running")
+finished = job_ended
 
 
 def test_kill_9_at_random_points_then_resume_to_the_end(data_dir):

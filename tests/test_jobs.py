@@ -7,17 +7,9 @@ import time
 import duckdb
 import pytest
 
-from conftest import TINY, lab_cli
+from conftest import TINY, lab_cli, tiny_config
 from jobs.manager import cancel, reap, resume, submit
-from lab.config import RunConfig
 from lab.store import Store, wait_for
-
-
-def tiny_config(**kw) -> RunConfig:
-    base = dict(objective="ntp", model="tiny-random", corpus="builtin", corpus_docs=60, seq_len=32,
-                batch_size=2, max_steps=6, lr=1e-3, sample_every=2, n_samples=1, checkpoint_every=0)
-    base.update(kw)
-    return RunConfig.from_dict(base)
 
 
 def status(store: Store, rid: str) -> str:

@@ -1,6 +1,5 @@
 """Each reasoning objective as a real background job on tiny-random: it finishes and fills
 the thought/rollout tables; RPT's next-token reasoning accuracy runs on its checkpoint."""
-import json
 
 import pytest
 

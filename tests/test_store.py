@@ -1,6 +1,4 @@
 import multiprocessing as mp
-import subprocess
-import time
 
 import duckdb
 import pytest

@@ -184,7 +184,6 @@ def _heldout(engine, items, spec, progress, ref_engine=None):
     if not keep:
         raise LabError("Every held-out document is shorter than 2 tokens; nothing to score.")
     ent = torch.cat([st[i]["entropy"] for i in keep])
-    nll = torch.cat([st[i]["nll"] for i in keep])
     fork = forking_mask(ent, torch.ones_like(ent, dtype=torch.bool), FORKING_RHO)
     threshold = float(ent[fork].min()) if fork.any() else float("nan")
     rows, sums, counts, fsums, fcounts = [], [], [], [], []
