@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.config import RunConfig
-from lab.corpora import check_corpus
 from lab.errors import LabError
-from lab.models import check_model_spec
 from lab.store import ACTIVE, Store, now
+
+# lab.models / lab.corpora import torch: they are imported inside the functions that need them,
+# so the supervisor processes (one per queued job) stay small.
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +52,8 @@ def cli_command(cfg: RunConfig, data_dir: str | Path = "data") -> str:
 
 def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
     """Everything checked before a job starts: settings, model spec, corpus."""
+    from lab.corpora import check_corpus
+    from lab.models import check_model_spec
     cfg.validate()
     check_model_spec(cfg.model, data_dir, cfg.trust_remote_code)
     check_corpus(cfg.corpus, cfg.text_field)
@@ -75,6 +78,7 @@ def submit_eval(spec, data_dir: str | Path = "data", *, after: list[str] | None 
                 experiment: str = "", name: str = "") -> str:
     """Queue an evaluation (lab.evaluation.EvalSpec) as a background job. With `after`, it
     waits until those training runs finished (and is cancelled if one of them did not)."""
+    from lab.models import check_model_spec
     problems = spec.problems()
     if problems:
         raise LabError("Invalid evaluation:\n- " + "\n- ".join(problems))
@@ -95,6 +99,7 @@ def submit_eval(spec, data_dir: str | Path = "data", *, after: list[str] | None 
 def submit_nt_reasoning(model: str, data_dir: str | Path = "data", *, reference: str = "",
                         after: list[str] | None = None, experiment: str = "", **settings) -> str:
     """Queue RPT's next-token reasoning accuracy evaluation (lab/nt_reasoning.py) as a job."""
+    from lab.models import check_model_spec
     from lab.nt_reasoning import job_config
     cfg = job_config(model, reference=reference, **settings)
     if not (after or model.startswith("run:")):
