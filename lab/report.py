@@ -220,9 +220,7 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
         if not pd.api.types.is_float_dtype(out[c]):
             out[c] = out[c].map(lambda v: "–" if v is None or v is pd.NA else v)
             continue
-        if "flops" in c:
-            out[c] = out[c].map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
-        elif c.startswith("p_"):
+        if "flops" in c or c.startswith("p_"):
             out[c] = out[c].map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
         else:
             out[c] = out[c].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")

@@ -102,12 +102,15 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     logger = RunLogger(store, run_id, enabled=main)
     logger.step = start_step
     t_start = time.monotonic() - wall_done
-    loss_value = float("nan")
+    loss_value, last_step_flops = float("nan"), 0.0
     last_ckpt = ckpt
     for step in range(start_step, cfg.max_steps):
         if should_stop():
             break
-        if cfg.max_flops and flops_done >= cfg.max_flops:   # compute budget spent: end here
+        # Compute budget: end when it is spent, or when the next step would overshoot it by
+        # more than half a step (a costly objective's step can be a large share of a small budget).
+        if cfg.max_flops and (flops_done >= cfg.max_flops or
+                              (last_step_flops and flops_done + last_step_flops / 2 > cfg.max_flops)):
             if main:
                 last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
                                         optimizer, flops_done, time.monotonic() - t_start, logger)
@@ -149,6 +152,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         if is_sample_step and main and probe is not None:
             _record_probe(objective, probe, cfg, step + 1, logger, acc)
         flops_done += step_flops * acc.num_processes
+        last_step_flops = step_flops * acc.num_processes
         loss_value = loss_sum
         gn = float(grad_norm)
         logger.metrics(step + 1, {"loss": loss_sum, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,

@@ -12,8 +12,8 @@ import streamlit as st
 from jobs.manager import submit_eval
 from lab import experiments as ex
 from lab import report
-from lab.evaluation import BENCHMARKS, THOUGHT_MODES, EvalSpec, prompts
 from lab.errors import LabError
+from lab.evaluation import BENCHMARKS, THOUGHT_MODES, EvalSpec, prompts
 from lab.models import PRESETS as MODEL_PRESETS
 from lab.objectives import available
 from lab.store import ACTIVE
@@ -138,12 +138,13 @@ def export_buttons(exp: str | None, key: str) -> None:
     st.caption("A self-contained HTML report (charts included, opens offline) for people who "
                "will not open the lab.")
     c1, c2 = st.columns(2)
+    lab_store = store()      # the report callables run on another thread, after this script
     if exp:
         c1.download_button("Download experiment report (HTML)", icon=":material/download:",
-                           data=lambda: report.experiment_report_html(store(), exp),
+                           data=lambda: report.experiment_report_html(lab_store, exp),
                            file_name=report.report_file_name("experiment", exp), mime="text/html",
                            on_click="ignore", key=f"{key}_exp_report")
-    runs = store().list_runs()
+    runs = lab_store.list_runs()
     if exp:
         runs = runs[runs["experiment"] == exp]
     if runs.empty:
@@ -153,7 +154,7 @@ def export_buttons(exp: str | None, key: str) -> None:
         rid = st.selectbox("Run for a run report", list(records), key=f"{key}_report_run",
                            format_func=lambda i: run_label(records[i]))
         st.download_button("Download run report (HTML)", icon=":material/download:",
-                           data=lambda: report.run_report_html(store(), rid),
+                           data=lambda: report.run_report_html(lab_store, rid),
                            file_name=report.report_file_name("run", rid), mime="text/html",
                            on_click="ignore", key=f"{key}_run_report")
 

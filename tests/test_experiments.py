@@ -154,7 +154,7 @@ def _same_as_compare(store: Store, row: dict) -> None:
 
 
 def test_deltas_match_compare_on_hand_made_rows(hand_made):
-    store, runs = hand_made
+    store, _ = hand_made
     res = ex.experiment_results(store, "e1")
     assert "ev-elsewhere" not in set(res["eval_id"]) and len(res) == 7
     assert res.set_index("eval_id").loc["ev-qs_t", "label"] == "quiet-star +thoughts"

@@ -14,7 +14,7 @@ from lab.report import experiment_report_html, run_report_html, top_thoughts
 from lab.store import Store
 
 CSQA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "commonsenseqa_dev.jsonl"
-EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", re.I)
+EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", re.IGNORECASE)
 
 
 def tiny_experiment(tmp_path_factory) -> tuple[Path, str]:
