@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from lab.entropy import token_entropy
 from lab.flops import forward_flops
 from lab.records import sequence_records
+from lab.sampling import sample_rows
 
 
 # ---- small helpers -----------------------------------------------------------------
@@ -135,11 +136,7 @@ def _sample_next(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor
         tok = logp.argmax(-1)
     else:
         logp = F.log_softmax(logits / temperature, -1)
-        # Inverse-CDF sampling: ~25x faster than torch.multinomial over a 49k vocabulary on
-        # CPU. right=True never lands on a zero-probability token.
-        cdf = logp.exp().cumsum(-1)
-        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
-        tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=cdf.shape[-1] - 1)
+        tok = sample_rows(logp.exp())     # inverse CDF, much cheaper than torch.multinomial
     return tok, logp.gather(-1, tok[:, None])[:, 0]
 
 

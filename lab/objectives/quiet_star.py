@@ -72,6 +72,7 @@ from lab.errors import LabError
 from lab.flops import train_flops
 from lab.objectives.base import Objective, StepOutput
 from lab.records import sequence_records, token_texts
+from lab.sampling import sample_rows, uniform
 
 HEAD_NAME = "qs_head"            # extra module name: checkpoints hold extra_qs_head.safetensors
 META_INIT_TEXT = "---"           # meta-tokens start from this token's embedding (official code)
@@ -303,7 +304,7 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
             if thought_ids is not None:
                 tok = thought_ids[:, :, :, k - 1].reshape(B * P, n_pos)
             elif corrupted:
-                tok = (_uniform((B * P, n_pos), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
+                tok = (uniform((B * P, n_pos), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
             else:
                 logits = logits[..., :n_vocab]
                 with torch.no_grad():
@@ -327,22 +328,9 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
 
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of logits [..., V] at `temperature`, by inverse-CDF: one uniform per
-    row. torch.multinomial draws V exponentials per row for a single sample, which made it
-    the most expensive op of a tiny-model step on CPU."""
+    """One token per row of logits [..., V] at `temperature` (lab.sampling, inverse CDF)."""
     probs = torch.softmax(_scaled(logits, temperature), dim=-1)
-    cdf = probs.reshape(-1, probs.shape[-1]).cumsum(-1)
-    u = _uniform((cdf.shape[0], 1), cdf.device, generator) * cdf[:, -1:]
-    tok = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
-    return tok.view(probs.shape[:-1])
-
-
-def _uniform(shape: tuple[int, ...], device: torch.device,
-             generator: torch.Generator | None) -> torch.Tensor:
-    """U[0, 1) draws from `generator` on its own device (callers may pass a CPU generator
-    for a GPU model), moved to `device`."""
-    where = generator.device if generator is not None else device
-    return torch.rand(shape, device=where, generator=generator).to(device)
+    return sample_rows(probs.reshape(-1, probs.shape[-1]), generator).view(probs.shape[:-1])
 
 
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
