@@ -35,6 +35,18 @@ def job_ended(store, run_id: str) -> bool:
     return store.get_run(run_id)["status"] not in ("queued", "running")
 
 
+def app_page(path: str, data_dir, monkeypatch, *, timeout: float = 120, **query):
+    """Run the app headless (AppTest) on `path`, through app.py's navigation as a browser
+    would, with the given data folder and query parameters."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("THOUGHTLAB_DATA_DIR", str(data_dir))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.switch_page(path)
+    return at.run()
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"

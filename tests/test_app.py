@@ -3,9 +3,9 @@ tiny training runs."""
 from __future__ import annotations
 
 import pytest
+from conftest import app_page
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from lab.config import RunConfig
 from lab.objectives import available
 from lab.store import Store
@@ -33,12 +33,7 @@ def filled(tmp_path_factory):
 
 
 def page(path: str, data_dir, monkeypatch, **query) -> AppTest:
-    monkeypatch.setenv("THOUGHTLAB_DATA_DIR", str(data_dir))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(path)
-    return at.run()
+    return app_page(path, data_dir, monkeypatch, timeout=60, **query)
 
 
 @pytest.mark.parametrize("path", PAGES)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import lab_cli
+
 from jobs.manager import validate
 from lab.cli import build_parser, config_from_args
 from lab.errors import LabError
@@ -138,9 +138,8 @@ def test_unknown_run_ids(data_dir):
 
 
 def test_the_web_form_shows_bad_input_as_an_error(files, data_dir, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
     from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("THOUGHTLAB_DATA_DIR", str(data_dir))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("pages/launch.py").run()

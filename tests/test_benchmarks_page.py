@@ -6,13 +6,13 @@ import json
 import re
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from browser import browser_page, lab_server, shot, wait_idle
-from conftest import ARTIFACTS, ROOT
+from conftest import ARTIFACTS, app_page
+from streamlit.testing.v1 import AppTest
+from test_report import tiny_experiment
+
 from jobs.manager import cancel
 from lab.store import Store
-from test_report import tiny_experiment
 
 PAGE = "pages/benchmarks.py"
 
@@ -23,12 +23,7 @@ def filled(tmp_path_factory):
 
 
 def page(data_dir, monkeypatch, **query) -> AppTest:
-    monkeypatch.setenv("THOUGHTLAB_DATA_DIR", str(data_dir))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(PAGE)
-    return at.run()
+    return app_page(PAGE, data_dir, monkeypatch, **query)
 
 
 def traces(at: AppTest) -> list[dict]:

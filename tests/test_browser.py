@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from browser import browser_page, choose, lab_server, set_number, shot, wait_idle
+
 from lab.store import Store, wait_for
 
 pytestmark = pytest.mark.timeout(420)

@@ -7,8 +7,16 @@ import re
 import signal
 
 import pytest
+from browser import (
+    SERVERS,
+    browser_page,
+    choose,
+    lab_server,
+    set_number,
+    shot,
+    wait_idle,
+)
 
-from browser import SERVERS, browser_page, choose, lab_server, set_number, shot, wait_idle
 from jobs.manager import reap, submit
 from lab.config import RunConfig
 from lab.store import Store, wait_for

@@ -5,7 +5,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from lab import mathgen
-from lab.corpora import check_corpus, load_documents, pack, safe_upload_path, save_upload
+from lab.corpora import (
+    check_corpus,
+    load_documents,
+    pack,
+    safe_upload_path,
+    save_upload,
+)
 from lab.errors import LabError
 from lab.models import smol_tokenizer
 

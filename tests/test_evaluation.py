@@ -15,9 +15,17 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from lab.errors import LabError  # noqa: E402
-from lab.evaluation import (BENCHMARKS, EvalSpec, add_cli_args, cli_main, compare,  # noqa: E402
-                            resolve_model_spec, run_eval)
-from lab.evaluation import extract, prompts  # noqa: E402
+from lab.evaluation import (  # noqa: E402  # noqa: E402
+    BENCHMARKS,
+    EvalSpec,
+    add_cli_args,
+    cli_main,
+    compare,
+    extract,
+    prompts,
+    resolve_model_spec,
+    run_eval,
+)
 from lab.store import Store  # noqa: E402
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"

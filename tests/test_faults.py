@@ -11,8 +11,8 @@ import time
 
 import duckdb
 import pytest
-
 from conftest import job_ended, tiny_config
+
 from jobs.manager import resume, submit
 from jobs.worker import _explain
 from lab.checkpoint import latest_checkpoint, list_checkpoints

@@ -6,8 +6,8 @@ import time
 
 import duckdb
 import pytest
-
 from conftest import TINY, lab_cli, tiny_config
+
 from jobs.manager import cancel, reap, resume, submit
 from lab.store import Store, wait_for
 

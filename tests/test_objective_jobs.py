@@ -2,9 +2,9 @@
 the thought/rollout tables; RPT's next-token reasoning accuracy runs on its checkpoint."""
 
 import pytest
+from conftest import app_page
 
 from jobs.manager import reap, submit, submit_nt_reasoning
-from test_app import page as app_page
 from lab.config import RunConfig
 from lab.mathgen import documents
 from lab.nt_reasoning import evaluate_nt_reasoning, write_nt_reasoning

@@ -8,9 +8,9 @@ import pytest
 import streamlit as st
 import torch
 import torch.nn.functional as F
+from conftest import ROOT, app_page
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from lab import playground as pg
 from lab import rl
 from lab.checkpoint import save_checkpoint
@@ -193,12 +193,7 @@ def test_read_items_gsm8k_and_csqa(tmp_path):
 # ---- the page, through the app ----------------------------------------------------------------
 
 def page(data_dir, monkeypatch, **query) -> AppTest:
-    monkeypatch.setenv("THOUGHTLAB_DATA_DIR", str(data_dir))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page("pages/playground.py")
-    return at.run()
+    return app_page("pages/playground.py", data_dir, monkeypatch, **query)
 
 
 def rlp_rows(at: AppTest):

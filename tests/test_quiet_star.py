@@ -13,9 +13,19 @@ from lab.config import RunConfig
 from lab.errors import LabError
 from lab.models import load_model
 from lab.objectives.ntp import NTP
-from lab.objectives.quiet_star import (HEAD_NAME, QSHead, QuietSTaR, QuietSTaRParams, load_head,
-                                       new_head, run_thoughts, sample_tokens, think,
-                                       think_text, thought_rewards)
+from lab.objectives.quiet_star import (
+    HEAD_NAME,
+    QSHead,
+    QuietSTaR,
+    QuietSTaRParams,
+    load_head,
+    new_head,
+    run_thoughts,
+    sample_tokens,
+    think,
+    think_text,
+    thought_rewards,
+)
 from lab.store import TABLE_COLUMNS
 
 torch.set_num_threads(1)

@@ -11,7 +11,13 @@ from lab import rl
 from lab.config import RunConfig
 from lab.objectives import get_objective
 from lab.objectives import rpt as rpt_mod
-from lab.objectives.rpt import RPT, extract_prediction, rpt_reward, token_bytes, topk_entropy
+from lab.objectives.rpt import (
+    RPT,
+    extract_prediction,
+    rpt_reward,
+    token_bytes,
+    topk_entropy,
+)
 
 torch.set_num_threads(1)
 SEQ = 32

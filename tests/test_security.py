@@ -10,9 +10,9 @@ import tomllib
 import urllib.request
 
 import pytest
-
 from browser import lab_server
 from conftest import ROOT
+
 from lab.config import RunConfig
 from lab.errors import LabError
 from lab.models import check_model_spec, load_model
