@@ -152,8 +152,17 @@ def curve_figure(df: pd.DataFrame, metric: str, x: str, smoothing: float,
     return fig
 
 
+def recent_step_time(run_id: str) -> float | None:
+    """Mean duration of the run's last 10 steps (None before the first step is logged)."""
+    df = store().query("SELECT avg(value) AS t FROM (SELECT value FROM metrics WHERE run_id = ? AND "
+                       "name = 'step_time_s' ORDER BY step DESC LIMIT 10)", [run_id])
+    t = df["t"].iloc[0] if not df.empty else None
+    return None if t is None or pd.isna(t) else float(t)
+
+
 def progress_text(run: dict[str, Any]) -> tuple[float, str]:
-    """Fraction done and a line with the ETA, from the run's step and start time."""
+    """Fraction done and a line with the ETA: from recent step times for training runs (the
+    model load does not count), from the elapsed time per percent for evaluation jobs."""
     step, total = int(run.get("step") or 0), int(run.get("max_steps") or 1)
     frac = min(step / max(total, 1), 1.0)
     started = run.get("started_at")
@@ -164,7 +173,8 @@ def progress_text(run: dict[str, Any]) -> tuple[float, str]:
     if run["status"] != "running" or not started or step == 0:
         return frac, f"{run['status']} · step {step}/{total}"
     elapsed = (datetime.utcnow() - pd.Timestamp(started).to_pydatetime()).total_seconds()
-    eta = elapsed / step * (total - step)
+    per_step = recent_step_time(run["id"]) if run.get("kind", "train") == "train" else None
+    eta = (per_step or elapsed / step) * (total - step)
     return frac, f"running · step {step}/{total} · {elapsed:.0f}s elapsed · ETA {eta:.0f}s"
 
 
