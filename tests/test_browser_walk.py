@@ -102,7 +102,7 @@ def test_server_killed_and_restarted_while_a_job_runs(tmp_path):
     assert store.get_run(rid)["status"] in ("running", "finished")
     with lab_server(tmp_path) as url, browser_page() as page:
         page.goto(url + "/runs")
-        page.get_by_text("survivor").first.wait_for()
+        page.locator("text=survivor >> visible=true").first.wait_for()   # its label in the pickers
         assert wait_for(lambda: done(store, rid), timeout=180)
         page.wait_for_timeout(3000)
         wait_idle(page)

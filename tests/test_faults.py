@@ -31,10 +31,11 @@ def test_kill_9_at_random_points_then_resume_to_the_end(data_dir):
     """checkpoint_every=1 makes most kills land in or near a checkpoint write or a flush."""
     rng = random.Random(7)
     store = Store(data_dir).init()
-    rid = submit(cfg(), data_dir)
+    rid = submit(cfg(max_steps=150), data_dir)
     for attempt in range(2):
         assert wait_for(lambda: int(store.get_run(rid)["step"] or 0) >= 3 * (attempt + 1), timeout=120)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 1.0))
+        assert store.get_run(rid)["status"] == "running", "the job ended before it could be killed"
         os.kill(int(store.get_run(rid)["worker_pid"]), signal.SIGKILL)
         assert wait_for(lambda: finished(store, rid), timeout=15)
         run = store.get_run(rid)
@@ -47,7 +48,7 @@ def test_kill_9_at_random_points_then_resume_to_the_end(data_dir):
         resume(rid, data_dir)
     assert wait_for(lambda: finished(store, rid), timeout=240)
     assert store.get_run(rid)["status"] == "finished", store.get_run(rid)["error"]
-    assert store.metrics([rid], ["loss"])["step"].tolist() == list(range(1, 41))
+    assert store.metrics([rid], ["loss"])["step"].tolist() == list(range(1, 151))
     assert store.get_run(rid)["attempts"] == 3
 
 
