@@ -22,7 +22,7 @@ from lab.store import Store, new_run_id, now
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/launch.py", "pages/runs.py", "pages/forking.py", "pages/thoughts.py",
-         "pages/heatmap.py", "pages/benchmarks.py", "pages/playground.py"]
+         "pages/heatmap.py", "pages/benchmarks.py", "pages/nt_accuracy.py", "pages/playground.py"]
 
 
 def fill(data_dir: Path, n_runs: int, token_rows: int, steps: int = 500) -> list[str]:
