@@ -113,6 +113,11 @@ class RunConfig:
             problems.append(str(e))
         else:
             try:
+                if isinstance(self.params, dict):   # "1e-4" from YAML/CLI/forms -> the field's type
+                    defaults = {f.name: f.default for f in fields(obj_cls.Params)}
+                    self.params = {k: _coerce(f"{self.objective} {k}", v, defaults[k])
+                                   if k in defaults and defaults[k] is not dataclasses.MISSING
+                                   and defaults[k] is not None else v for k, v in self.params.items()}
                 params = obj_cls.Params(**self.params) if isinstance(self.params, dict) else None
                 if params is None:
                     raise LabError("params must be a mapping of objective settings")
@@ -194,7 +199,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "RPT on SmolLM2-135M, CPU demo (10 warm-up steps)": dict(
         objective="rpt", model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=2,
         max_steps=30, lr=1e-6, warmup_steps=0, sample_every=2, n_samples=2, checkpoint_every=10,
-        params=dict(group_size=4, max_new_tokens=48, warmup_steps_format=10)),
+        params=dict(group_size=4, max_new_tokens=64, warmup_steps_format=10, warmup_lr=1e-4)),
     "Quiet-STaR paper settings (GPU: lr 1e-6, batch 8 x 256, 100 steps)": dict(
         objective="quiet-star", model="smollm2-135m", corpus="builtin", seq_len=256, batch_size=8,
         max_steps=100, lr=1e-6, warmup_steps=20, grad_clip=1.0, sample_every=10,

@@ -117,7 +117,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
                 store.update_run(run_id, max_steps=step)
             break
         t0 = time.monotonic()
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg) * objective.lr_multiplier()
         for group in optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume

@@ -213,3 +213,14 @@ def test_nt_reasoning_eval_and_store(tmp_path):
     assert sorted(evals["mode"]) == sorted(f"{k}/{lv}" for k in ("reasoning", "standard")
                                            for lv in ("easy", "medium", "hard"))
     assert store.query("SELECT count(*) AS n FROM eval_items")["n"][0] == 6 * 2
+
+
+def test_format_warm_up_runs_at_its_own_learning_rate(make):
+    obj = make(warmup_steps_format=2, warmup_lr=1e-3)
+    obj.cfg.lr = 1e-6
+    assert obj.lr_multiplier() == pytest.approx(1000.0)       # 1e-3 during the warm-up
+    obj.after_optimizer_step()
+    assert obj.lr_multiplier() == pytest.approx(1000.0)
+    obj.after_optimizer_step()
+    assert obj.lr_multiplier() == 1.0                         # RL at the run's lr
+    assert make(warmup_steps_format=2, warmup_lr=0.0).lr_multiplier() == 1.0

@@ -134,3 +134,10 @@ def test_flop_budget_ends_the_run_early(data_dir):
     assert result.steps == 3          # a 4th step would overshoot 2.6 steps' budget by > half a step
     assert store.get_run(rid)["max_steps"] == 3
     assert [s for s, _ in list_checkpoints(data_dir, rid)] == [3]
+
+
+def test_objective_params_are_coerced_to_their_types():
+    cfg = RunConfig.from_dict(dict(objective="rpt", params={"warmup_lr": "1e-4", "group_size": "4"})).validate()
+    assert cfg.params["warmup_lr"] == 1e-4 and cfg.params["group_size"] == 4
+    with pytest.raises(LabError, match="rpt group_size must be a whole number"):
+        RunConfig.from_dict(dict(objective="rpt", params={"group_size": "many"})).validate()

@@ -60,6 +60,11 @@ class Objective:
         `record` > 0 asks for that many sample sequences' token/thought records."""
         raise NotImplementedError
 
+    def lr_multiplier(self) -> float:
+        """Factor on the run's learning rate for the next optimizer step (RPT's format warm-up
+        trains at its own rate)."""
+        return 1.0
+
     def after_optimizer_step(self) -> None:
         """Called after every optimizer step (RLP updates its EMA teacher here)."""
 

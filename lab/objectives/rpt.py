@@ -19,7 +19,10 @@ reasons, and answers with the next token in `\\boxed{}`; the corpus verifies the
   entropy bonus 0 by default.
 - Format warm-up: for the first `warmup_steps_format` optimizer steps the model is trained
   with NTP on synthetic completions `<think>…</think>\\n\\n\\boxed{x_t}` (the true next token),
-  so a small base model learns the answer format before RL. Default 20 steps (0 = off):
+  so a small base model learns the answer format before RL, at its own learning rate
+  `warmup_lr` (default 1e-4; measured on SmolLM2-135M, batch 2 × 128, 64 new tokens: after 10
+  such steps the box-failure rate of the next 5 RL steps was 0.5, 0.125, 0.375, 0.25, 0.0,
+  while 4 warm-up steps at the RL rate 1e-6 left it at 1.0). Default 20 steps (0 = off):
   without it tiny and 135M base models never write a box and every group is dropped.
 
 G defaults to 4 (paper 8) and max_new_tokens to 48 so a CPU step stays short.
@@ -229,6 +232,8 @@ class RPTParams:
     positions_per_doc: int = 1
     min_context: int = 8
     warmup_steps_format: int = 20     # optimizer steps of format warm-up (NTP) before RL; 0 = off
+    warmup_lr: float = 1e-4           # learning rate of those steps (0 = the run's lr); the RL lr
+                                      # (~1e-6) is far too small to teach a 135M model the format
     eps_low: float = 0.2
     eps_high: float = 0.28
     kl_beta: float = 0.0              # k3 KL to the frozen starting model
@@ -251,6 +256,8 @@ class RPTParams:
             out.append(f"rpt positions_per_doc must be at least 1 (got {self.positions_per_doc})")
         if self.min_context < 1 or self.min_context >= cfg.seq_len:
             out.append(f"rpt min_context must be in [1, seq_len) (got {self.min_context})")
+        if self.warmup_lr < 0:
+            out.append(f"rpt warmup_lr must be >= 0, 0 = the run's lr (got {self.warmup_lr})")
         if self.warmup_steps_format < 0:
             out.append(f"rpt warmup_steps_format must be >= 0 (got {self.warmup_steps_format})")
         if not 0 <= self.eps_low < 1 or self.eps_high < 0:
@@ -285,6 +292,10 @@ class RPT(Objective):
             raise LabError(f"RPT proxy model {spec!r} has a different tokenizer from the trained "
                            "model; the entropy filter needs the same tokens.")
         return rl.frozen_copy(lm.model.to(self.device))
+
+    def lr_multiplier(self) -> float:
+        warming = self.opt_steps < self.params.warmup_steps_format
+        return self.params.warmup_lr / self.cfg.lr if warming and self.params.warmup_lr else 1.0
 
     def after_optimizer_step(self) -> None:
         self.opt_steps += 1
