@@ -105,16 +105,19 @@ def deltas_figure(d: pd.DataFrame, title: str = "Paired deltas") -> go.Figure:
 
 
 def curves_figure(metrics: pd.DataFrame, metric: str, labels: dict[str, str], *, x: str = "step",
-                  title: str | None = None) -> go.Figure:
-    """One metric of several runs against steps or training FLOPs."""
+                  title: str | None = None, smoothing: float = 0.0, markers: bool = True) -> go.Figure:
+    """One metric of several runs against steps, wall time or training FLOPs (shared by the
+    reports and the Runs page). smoothing in [0, 1): exponential moving average weight."""
     fig = go.Figure()
     for run_id, g in metrics[metrics["name"] == metric].groupby("run_id"):
         g = g.sort_values("step")
         label = labels.get(run_id, run_id)
-        fig.add_trace(go.Scatter(x=g[x], y=g["value"], mode="lines+markers", name=label,
+        y = g["value"].ewm(alpha=1 - smoothing).mean() if smoothing > 0 else g["value"]
+        fig.add_trace(go.Scatter(x=g[x], y=y, mode="lines+markers" if markers else "lines", name=label,
                                  line=dict(color=color_of(label))))
     fig.update_layout(title=title or metric, height=300, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis_title={"step": "optimizer step", "flops": "training FLOPs"}.get(x, x),
+                      xaxis_title={"step": "optimizer step", "flops": "training FLOPs",
+                                   "wall_time": "wall time (s)"}.get(x, x),
                       legend=dict(orientation="h", y=-0.3))
     if x == "flops":
         fig.update_xaxes(rangemode="tozero")

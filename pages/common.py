@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any, Iterable
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from lab.store import Store
@@ -133,23 +132,6 @@ def windowed(tokens: pd.DataFrame, key: str) -> pd.DataFrame:
         return tokens
     start = st.slider("Window start (token position)", 0, n - WINDOW, 0, step=50, key=f"{key}_win")
     return tokens.iloc[start:start + WINDOW]
-
-
-def smooth(y: pd.Series, alpha: float) -> pd.Series:
-    return y.ewm(alpha=1 - alpha).mean() if alpha > 0 else y
-
-
-def curve_figure(df: pd.DataFrame, metric: str, x: str, smoothing: float,
-                 labels: dict[str, str]) -> go.Figure:
-    fig = go.Figure()
-    for run_id, g in df[df["name"] == metric].groupby("run_id"):
-        g = g.sort_values("step")
-        fig.add_trace(go.Scatter(x=g[x], y=smooth(g["value"], smoothing), mode="lines",
-                                 name=labels.get(run_id, run_id)))
-    xlabel = {"step": "step", "wall_time": "wall time (s)", "flops": "training FLOPs"}[x]
-    fig.update_layout(title=metric, height=300, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title=xlabel, legend=dict(orientation="h", y=-0.25))
-    return fig
 
 
 def recent_step_time(run_id: str) -> float | None:

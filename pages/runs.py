@@ -7,7 +7,8 @@ import streamlit as st
 from jobs.manager import cancel, read_log_tail, resume
 from lab.errors import LabError
 from lab.store import ACTIVE
-from pages.common import curve_figure, progress_text, reap, run_label, show_config, store
+from lab.report import curves_figure
+from pages.common import progress_text, reap, run_label, show_config, store
 
 st.title("Runs")
 
@@ -77,7 +78,7 @@ def curves() -> None:
         return
     cols = st.columns(2)
     for i, m in enumerate(metrics):
-        cols[i % 2].plotly_chart(curve_figure(df, m, x, smoothing, labels), width="stretch",
+        cols[i % 2].plotly_chart(curves_figure(df, m, labels, x=x, smoothing=smoothing, markers=False), width="stretch",
                                  key=f"curve_{m}")
 
 

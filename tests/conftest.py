@@ -20,6 +20,24 @@ TINY = ["--model", "tiny-random", "--corpus", "builtin", "--corpus-docs", "60", 
         "--batch-size", "2", "--sample-every", "2", "--n-samples", "1"]
 
 
+def logits_capture(inner, captured: dict):
+    """`inner` wrapped so a test sees the logits of its last forward (with their gradient) and
+    the input ids it was given, in `captured`."""
+    import torch
+
+    class Capture(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            out = self.inner(**kw)
+            out.logits.retain_grad()
+            captured.update(logits=out.logits, ids=kw.get("input_ids"))
+            return out
+    return Capture()
+
+
 def tiny_config(**overrides):
     """A RunConfig for a fast tiny-random NTP job; tests override what they exercise."""
     from lab.config import RunConfig

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from conftest import logits_capture
 import torch.nn.functional as F
 
 from lab import rl
@@ -105,18 +107,7 @@ def test_policy_gradient_only_on_completion_tokens(tiny):
     ro = rl.teacher_rollouts([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14]], tok.pad_token_id)
     captured = {}
 
-    class Capture(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, **kw):
-            out = self.inner(**kw)
-            out.logits.retain_grad()
-            captured["logits"] = out.logits
-            return out
-
-    logp, mask, _ = rl.policy_logprobs(Capture(model), ro, with_entropy=False)
+    logp, mask, _ = rl.policy_logprobs(logits_capture(model, captured), ro, with_entropy=False)
     loss, _ = rl.clipped_surrogate(logp, logp.detach(), torch.tensor([1.0, -1.0]), mask,
                                    eps_low=0.2, eps_high=0.28)
     loss.backward()

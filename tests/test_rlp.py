@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from conftest import logits_capture
 import torch.nn.functional as F
 
 from lab import rl
@@ -142,18 +144,7 @@ def test_gradient_reaches_only_thought_tokens(make, monkeypatch):
     seen = _capture_rollouts(monkeypatch)
     captured = {}
 
-    class Capture(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, **kw):
-            out = self.inner(**kw)
-            out.logits.retain_grad()
-            captured.update(logits=out.logits, ids=kw["input_ids"])
-            return out
-
-    obj.model = Capture(obj.raw_model)                 # as the loop's bind() would
+    obj.model = logits_capture(obj.raw_model, captured)                 # as the loop's bind() would
     out = obj.step(_batch(), record=0)
     out.loss.backward()
     ro = seen[0]
