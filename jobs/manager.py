@@ -42,7 +42,8 @@ def cli_command(cfg: RunConfig, data_dir: str | Path = "data") -> str:
         if v != getattr(default, f):
             flags[f] = v
     for k, v in flags.items():
-        parts += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
+        text = str(v).lower() if isinstance(v, bool) else ",".join(v) if isinstance(v, list) else str(v)
+        parts += [f"--{k.replace('_', '-')}", text]
     for k, v in (cfg.params or {}).items():
         parts += ["--param", f"{k}={v}"]
     if str(data_dir) != "data":
@@ -59,6 +60,12 @@ def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
     check_corpus(cfg.corpus, cfg.text_field)
     if cfg.device == "gpu" and not gpu_count():
         raise LabError("device is 'gpu' but no GPU was found on this machine; use 'cpu' or 'auto'.")
+    if cfg.after:
+        store = Store(data_dir)
+        unknown = [r for r in cfg.after if store.get_run(r) is None]
+        if unknown:
+            raise LabError(f"after names unknown run id(s): {', '.join(unknown)}. "
+                           "`python -m lab runs` lists them.")
     return cfg
 
 

@@ -55,21 +55,24 @@ def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Stor
         time.sleep(1.0)
 
 
-def wait_for_dependencies(store: Store, run_id: str, after: list[str]) -> bool:
-    """An evaluation queued behind training runs starts only when they all finished."""
+def wait_for_dependencies(store: Store, run_id: str, after: list[str], require_finished: bool = True) -> bool:
+    """Wait until the runs in `after` have ended. An evaluation (require_finished) needs them
+    finished and is cancelled otherwise; a training run that only reads their step counts
+    (checkpoint_steps_of) starts whatever their outcome."""
     from jobs.manager import reap
     while after:
         reap(store.data_dir)
         states = {r: (store.get_run(r) or {}).get("status") for r in after}
-        if all(s == "finished" for s in states.values()):
+        ended = [r for r, s in states.items() if s not in ACTIVE]
+        if all(s == "finished" for s in states.values()) or (not require_finished and len(ended) == len(after)):
             return True
-        bad = [r for r, s in states.items() if s not in ("queued", "running", "finished")]
-        if bad or CANCELLED:
+        bad = [r for r in ended if states[r] != "finished"]
+        if (bad and require_finished) or CANCELLED:
             why = "cancelled while waiting" if CANCELLED else \
                 f"run {bad[0]} it depends on ended as {states[bad[0]]}"
             store.set_status_if(run_id, ACTIVE, status="cancelled", finished_at=now(), error=why)
             return False
-        store.update_run(run_id, heartbeat_at=now())
+        store.update_run(run_id, heartbeat_at=now(), phase=f"waiting for {len(after) - len(ended)} run(s) to end")
         time.sleep(2.0)
     return True
 
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_term)
     run = store.require_run(args.run_id)
     cfg = json.loads(run["config"] or "{}")
-    if not wait_for_dependencies(store, args.run_id, cfg.get("after") or []):
+    if not wait_for_dependencies(store, args.run_id, cfg.get("after") or [],
+                                 require_finished=run.get("kind") != "train"):
         return 0
     device = cfg.get("device", "auto")
     n_available = gpu_count() if device in ("auto", "gpu") else 0

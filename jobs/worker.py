@@ -41,8 +41,10 @@ def run_job(store: Store, run: dict) -> None:
         return
     if run.get("kind") == "eval":
         from lab.evaluation import EvalSpec, run_eval
+        from lab.models import pin_steps_of
         fields = {f.name for f in dataclasses.fields(EvalSpec)}   # the job config adds queue keys
         spec = EvalSpec.from_dict({k: v for k, v in cfg.items() if k in fields})
+        spec.model = pin_steps_of(spec.model, store.data_dir)
         run_eval(spec, store, eval_id=run["id"], progress_callback=_progress_to_run(store, run["id"]))
         return
     from lab.config import RunConfig

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -49,7 +50,10 @@ def latest_checkpoint(data_dir: str | Path, run_id: str) -> Path | None:
 
 def save_checkpoint(data_dir: str | Path, run_id: str, step: int, model, tokenizer,
                     extras: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer | None,
-                    state: dict[str, Any], objective_tensors: dict[str, torch.Tensor]) -> Path:
+                    state: dict[str, Any], objective_tensors: dict[str, torch.Tensor],
+                    keep: Collection[int] = ()) -> Path:
+    """Write atomically (step-N.tmp, then renamed to step-N with a COMPLETE marker), then prune
+    to the newest KEEP checkpoints plus the steps in `keep`."""
     final = checkpoint_dir_for(data_dir, run_id, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -71,8 +75,9 @@ def save_checkpoint(data_dir: str | Path, run_id: str, step: int, model, tokeniz
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for _, old in list_checkpoints(data_dir, run_id)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old_step, old in list_checkpoints(data_dir, run_id)[:-KEEP]:
+        if old_step not in keep:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from lab.config import PRESETS, RunConfig, load_config_file
@@ -19,11 +20,14 @@ from lab.errors import LabError
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of settings (flags override it)")
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named preset")
+    defaults = RunConfig()
     for f in dataclasses.fields(RunConfig):
         if f.name == "params":
             continue
         flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, dest=f.name, default=None, help=f"(default {f.default!r})")
+        default = getattr(defaults, f.name)
+        p.add_argument(flag, dest=f.name, default=None,
+                       help="comma-separated run ids" if isinstance(default, list) else f"(default {default!r})")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="objective setting, e.g. --param n_ahead=8 (repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run id and return at once")
@@ -147,6 +151,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return cli_main(args, Store(args.data_dir))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from lab import report
+    from lab.store import Store
+    store = Store(args.data_dir)
+    build = report.experiment_report_html if args.id.startswith("exp-") else report.run_report_html
+    html = build(store, args.id, stream=sys.stderr)
+    out = Path(args.out or report.report_file_name("experiment" if args.id.startswith("exp-") else "run",
+                                                   args.id))
+    try:
+        out.write_text(html, encoding="utf-8")
+    except OSError as e:
+        raise LabError(f"Cannot write the report to {out}: {e.strerror or e}.") from e
+    print(out, flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lab", description="ThoughtLab command line")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -166,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("resume", cmd_resume, "resume a stopped run from its last checkpoint")
     p.add_argument("run_id")
     p.add_argument("--detach", action="store_true")
+    p = add("report", cmd_report, "write a self-contained HTML report of a run or an experiment")
+    p.add_argument("id", help="a run id, or an experiment id (exp-...)")
+    p.add_argument("--out", help="file to write (default thoughtlab-<kind>-<id>.html here)")
     p = add("eval", cmd_eval, "evaluate a model or run on a benchmark")
     try:
         from lab.evaluation import add_cli_args

@@ -45,6 +45,10 @@ class RunConfig:
     checkpoint_every: int = 50     # 0 = only at the end
     trust_remote_code: bool = False
     experiment: str = ""           # groups runs launched together (compare objectives)
+    after: list[str] = field(default_factory=list)   # start once these runs have ended
+    # Keep a checkpoint at the step count each of these runs ended with (read when this run
+    # starts, so list them in `after` too): matched-steps references in an experiment.
+    checkpoint_steps_of: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
 
     # ---- (de)serialisation -------------------------------------------------------
@@ -105,6 +109,9 @@ class RunConfig:
         need(not (self.device == "cpu" and self.mixed_precision == "fp16"),
              "fp16 mixed precision needs a GPU; use 'no' or 'bf16' on CPU")
         need(bool(str(self.corpus).strip()), "corpus is empty: use 'builtin' or a file path")
+        need(set(self.checkpoint_steps_of) <= set(self.after),
+             "checkpoint_steps_of runs must also be listed in after (their step counts are read "
+             "once they have ended)")
         if len(self.name) > 200:
             problems.append("name is longer than 200 characters")
         try:
@@ -155,6 +162,12 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise LabError(f"{name} must be a number (got {value!r})") from None
+    if isinstance(default, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise LabError(f"{name} must be a list (got {value!r})")
+        return [str(v) for v in value]
     if isinstance(default, dict):
         if not isinstance(value, dict):
             raise LabError(f"{name} must be a mapping (got {value!r})")

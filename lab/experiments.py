@@ -15,6 +15,12 @@ each run overshoots by at most its last step). `budget_mode="steps"`: every run 
 `budget_steps` optimizer steps, whatever they cost. `compute_table` shows what each run
 actually used, so a reader sees what was matched.
 
+At matched FLOPs a costlier objective takes fewer steps than NTP, so a flops-mode experiment
+also compares at matched steps (`steps_control`, on by default): the NTP run starts after the
+other runs have ended, keeps a checkpoint at each one's final step count, and that checkpoint
+is evaluated too (`run:NTP@steps-of:OTHER`). The learning rate is constant after warm-up, so
+NTP's checkpoint at step S is what an S-step NTP run would have produced.
+
 What is queued, per benchmark: each trained run's checkpoint (after its training ends),
 the base model, the Quiet-STaR run with its thoughts and with corrupted thoughts ("are
 thoughts scaffolding?"), and, when GSM8K data is given, the base model with and without
@@ -22,9 +28,10 @@ chain of thought ("latent reasoning" control).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -130,16 +137,31 @@ def data_for(benchmark: str, data: dict[str, str] | None) -> str | None:
 @dataclass
 class ExperimentPlan:
     """A validated experiment, before any job exists: the training configs per objective and
-    the evaluations as (spec, objective whose checkpoint it scores, or None = base model)."""
+    the evaluations as (spec, objective whose checkpoint it scores, or None = base model), and
+    the matched-steps evaluations of NTP as (spec, objective whose step count NTP matches)."""
     id: str
     label: str
     budget_flops: float
     configs: dict[str, RunConfig]
     evals: list[tuple[EvalSpec, str | None]]
+    matched_evals: list[tuple[EvalSpec, str]] = field(default_factory=list)
+
+    @property
+    def matched_objectives(self) -> list[str]:
+        return list(dict.fromkeys(obj for _, obj in self.matched_evals))
+
+    def ntp_config(self, run_ids: dict[str, str]) -> RunConfig:
+        """NTP's config once the other runs exist: with matched-steps evaluations it starts
+        after them and keeps a checkpoint at each one's final step."""
+        others = [run_ids[o] for o in self.matched_objectives]
+        return dataclasses.replace(self.configs["ntp"], after=others, checkpoint_steps_of=others)
 
     def eval_name(self, spec: EvalSpec, objective: str | None) -> str:
         mode = "" if spec.thought_mode == "none" else f" ({spec.thought_mode})"
         return f"{self.label} · {spec.benchmark} · {objective or 'base'}{mode}"
+
+    def matched_name(self, spec: EvalSpec, objective: str) -> str:
+        return f"{self.label} · {spec.benchmark} · ntp at the steps of {objective}"
 
 
 def plan_experiment(model: str, corpus: str = "builtin", *,
@@ -149,7 +171,8 @@ def plan_experiment(model: str, corpus: str = "builtin", *,
                     max_new_tokens: int = 0, base_cfg: dict[str, Any] | None = None,
                     params: dict[str, dict[str, Any]] | None = None,
                     thought_modes: Sequence[str] = THOUGHT_CONTROLS, cot_control: bool = True,
-                    name: str = "", data_dir: str | Path = "data") -> ExperimentPlan:
+                    steps_control: bool = True, name: str = "",
+                    data_dir: str | Path = "data") -> ExperimentPlan:
     """Build and validate every training config and eval spec of an experiment (module
     docstring); raises LabError naming the problem. Starts nothing."""
     from jobs.manager import validate
@@ -199,9 +222,14 @@ def plan_experiment(model: str, corpus: str = "builtin", *,
         evals += [(EvalSpec(model=model, benchmark=b, data=data_for(b, data), thought_mode=m,
                             **common), obj)
                   for b in (base_benches if obj is None else benches) for m in modes]
-    for spec, _ in evals:
+    matched: list[tuple[EvalSpec, str]] = []
+    if steps_control and budget_mode == "flops" and "ntp" in configs:
+        matched = [(EvalSpec(model=model, benchmark=b, data=data_for(b, data), **common), obj)
+                   for obj in objectives if obj != "ntp" for b in benches]
+        configs["ntp"] = configs.pop("ntp")          # trained last: it reads the others' steps
+    for spec, _ in [*evals, *matched]:
         spec.validate()
-    return ExperimentPlan(exp, label, budget, configs, evals)
+    return ExperimentPlan(exp, label, budget, configs, evals, matched)
 
 
 def launch_experiment(model: str, corpus: str = "builtin", *, data_dir: str | Path = "data",
@@ -212,14 +240,22 @@ def launch_experiment(model: str, corpus: str = "builtin", *, data_dir: str | Pa
     queued behind them. Everything is validated first, so bad input never leaves half an
     experiment behind. Returns the experiment id."""
     from jobs.manager import submit, submit_eval
+    from lab.models import STEPS_OF
     plan = plan_experiment(model, corpus, data_dir=data_dir, **settings)
-    run_ids = {obj: submit(cfg, data_dir) for obj, cfg in plan.configs.items()}
+    run_ids: dict[str, str] = {}
+    for obj, cfg in plan.configs.items():
+        run_ids[obj] = submit(plan.ntp_config(run_ids) if obj == "ntp" else cfg, data_dir)
     for spec, obj in plan.evals:
         after = []
         if obj is not None:
             after = [run_ids[obj]]
             spec.model, spec.run_id = f"run:{run_ids[obj]}", run_ids[obj]
         submit_eval(spec, data_dir, after=after, experiment=plan.id, name=plan.eval_name(spec, obj))
+    for spec, obj in plan.matched_evals:
+        ntp = run_ids["ntp"]
+        spec.model, spec.run_id = f"run:{ntp}{STEPS_OF}{run_ids[obj]}", ntp
+        submit_eval(spec, data_dir, after=[ntp, run_ids[obj]], experiment=plan.id,
+                    name=plan.matched_name(spec, obj))
     return plan.id
 
 
@@ -229,18 +265,24 @@ def run_inline(plan: ExperimentPlan, store: Store) -> str:
     from lab.evaluation import run_eval
     from lab.store import now
     from lab.train import train
-    run_ids = {}
+    run_ids: dict[str, str] = {}
     for obj, cfg in plan.configs.items():
+        cfg = plan.ntp_config(run_ids) if obj == "ntp" else cfg
         rid = store.create_run(config=cfg.to_dict(), status="running")
         train(cfg, rid, store)
         store.update_run(rid, status="finished", finished_at=now())
         run_ids[obj] = rid
-    for spec, obj in plan.evals:
-        if obj is not None:
-            spec.model, spec.run_id = f"run:{run_ids[obj]}", run_ids[obj]
+    ntp = run_ids.get("ntp")
+    jobs = [(spec, f"run:{run_ids[obj]}" if obj else spec.model, plan.eval_name(spec, obj))
+            for spec, obj in plan.evals]
+    jobs += [(spec, f"run:{ntp}@{int(store.get_run(run_ids[obj])['step'])}", plan.matched_name(spec, obj))
+             for spec, obj in plan.matched_evals]
+    for spec, model_spec, name in jobs:
+        spec.model = model_spec
+        spec.run_id = model_spec[len("run:"):].partition("@")[0] if model_spec.startswith("run:") else None
         eid = store.create_run(kind="eval", status="running", config={
             **spec.to_dict(), "experiment": plan.id, "objective": "eval",
-            "name": plan.eval_name(spec, obj), "max_steps": 100, "corpus": spec.data or "builtin"})
+            "name": name, "max_steps": 100, "corpus": spec.data or "builtin"})
         run_eval(spec, store, eval_id=eid)
         store.update_run(eid, status="finished", step=100, finished_at=now())
     return plan.id
@@ -366,7 +408,8 @@ def _matched(ref: dict, row: dict) -> str:
     """What the pair has in common: the FLOP budget, the step count, or neither."""
     if ref["objective"] == "base" or row["objective"] == "base":
         return "base model (no training)" if ref["objective"] == row["objective"] else "vs untrained"
-    if ref["max_flops"] and ref["max_flops"] == row["max_flops"]:
+    at_checkpoint = "@" in ref["label"] or "@" in row["label"]     # an intermediate checkpoint
+    if ref["max_flops"] and ref["max_flops"] == row["max_flops"] and not at_checkpoint:
         return "FLOPs"
     if ref["steps"] == row["steps"]:
         return "steps"
@@ -405,21 +448,32 @@ def deltas(store: Store, experiment_id: str, against: str = "base",
            results: pd.DataFrame | None = None) -> pd.DataFrame:
     """Paired deltas of every eval against the base model's or the NTP run's eval of the same
     benchmark (latest one when repeated). Against 'base' this includes the CoT control (base
-    gsm8k-cot vs base gsm8k); against 'ntp' it covers the reasoning objectives."""
+    gsm8k-cot vs base gsm8k); against 'ntp' it covers the reasoning objectives, at matched
+    FLOPs (NTP's final checkpoint) and, when evaluated, at matched steps (NTP's checkpoint at
+    the objective's step count); the `matched` column says which."""
     if against not in ("base", "ntp"):
         raise LabError(f"against must be 'base' or 'ntp' (got {against!r})")
     res = experiment_results(store, experiment_id) if results is None else results
     refs = {r["benchmark"]: r for r in _plain(res[res["objective"] == against]).to_dict("records")}
+    # NTP's intermediate checkpoints: the matched-steps references of a flops experiment.
+    at_steps = {(r["benchmark"], r["steps"]): r for r in res[
+        (res["objective"] == "ntp") & (res["thought_mode"] == "none") & res["label"].str.contains("@")
+    ].to_dict("records")} if against == "ntp" else {}
     pairs = []
     for row in res.to_dict("records"):
         if row["objective"] == "base":
             if against != "base" or row["benchmark"] not in COT_TWIN:
                 continue
             ref = refs.get(COT_TWIN[row["benchmark"]])
+        elif against == "ntp" and row["objective"] == "ntp":
+            continue
         else:
             ref = refs.get(row["benchmark"])
         if ref is not None and ref["eval_id"] != row["eval_id"]:
             pairs.append((ref, row))
+        same_steps = at_steps.get((row["benchmark"], row["steps"]))
+        if same_steps is not None and "@" not in row["label"]:
+            pairs.append((same_steps, row))
     return compare_pairs(store, pairs)
 
 

@@ -4,7 +4,9 @@ A model spec is one of
 - a preset name (`smollm2-135m`, `tiny-random`, `tiny-random-qwen2`, `tiny-random-gpt2`),
 - a local folder holding a Hugging Face causal LM (config.json + weights),
 - a Hugging Face hub id (only when the hub is reachable or the id is cached),
-- `run:<run_id>` (optionally `run:<run_id>@<step>`) for a run's checkpoint.
+- `run:<run_id>` (optionally `run:<run_id>@<step>`) for a run's checkpoint; in a queued
+  evaluation also `run:<run_id>@steps-of:<other_run_id>`, the checkpoint at the step count
+  the other run finished with (pinned to a number by `pin_steps_of` when the job starts).
 
 `check_model_spec` validates a spec cheaply (no weights loaded) so bad input is
 rejected before a job starts; `load_model` does the real load.
@@ -193,6 +195,21 @@ def _check_hub_id(spec: str, trust_remote_code: bool) -> str:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:300] if text else type(e).__name__
+
+
+STEPS_OF = "@steps-of:"
+
+
+def pin_steps_of(spec: str, data_dir: str | Path) -> str:
+    """`run:A@steps-of:B` -> `run:A@<steps B finished with>`; other specs unchanged."""
+    if not (_is_run_spec(spec) and STEPS_OF in spec):
+        return spec
+    from lab.store import Store
+    run_id, _, other = spec[len("run:"):].partition(STEPS_OF)
+    ref = Store(data_dir).get_run(other)
+    if not ref or ref.get("status") != "finished" or not ref.get("step"):
+        raise LabError(f"{spec}: run {other!r} has not finished, so its step count is unknown.")
+    return f"run:{run_id}@{int(ref['step'])}"
 
 
 def resolve_checkpoint(spec: str, data_dir: str | Path | None) -> Path:

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from lab import experiments as ex
 from lab.errors import LabError
 from lab.evaluation import BENCHMARKS
+from lab.progress import Callback, Progress
 from lab.store import Store
 
 # One colour per objective, so a method looks the same in every chart.
@@ -63,7 +64,9 @@ def scores_figure(results: pd.DataFrame, *, higher_is_better: bool = True,
             x=g["benchmark"], y=g["score"], name=label,
             error_y=dict(type="data", array=g["stderr"].fillna(0), visible=True),
             text=g["score"].map(lambda v: f"{v:.2f}"), textposition="inside", insidetextanchor="start",
-            marker=dict(color=color_of(label), pattern_shape=PATTERNS.get(tm, "")),
+            # An intermediate checkpoint (run:ID@STEP, e.g. NTP at matched steps) is paler.
+            marker=dict(color=color_of(label), pattern_shape=PATTERNS.get(tm, ""),
+                        opacity=0.5 if "@" in label else 1.0),
             customdata=g[["n", "stderr", "eval_id"]].to_numpy(),
             hovertemplate=f"<b>{html.escape(label)}</b><br>%{{x}}: %{{y:.3f}} ± %{{customdata[1]:.3f}}"
                           "<br>n = %{customdata[0]} items<br>eval %{customdata[2]}<extra></extra>"))
@@ -178,12 +181,20 @@ padding:4px 8px;text-align:left;vertical-align:top} th{background:#fafafa}
 
 
 class _Doc:
-    """Accumulates sections; the first figure brings nothing extra: plotly.js is in <head>."""
+    """Accumulates sections; the first figure brings nothing extra: plotly.js is in <head>.
+    Each section heading advances the progress (`sections` is the expected count)."""
 
-    def __init__(self, title: str, subtitle: str) -> None:
+    def __init__(self, title: str, subtitle: str, sections: int,
+                 progress: Callback | None = None, stream=None) -> None:
         self.title, self.parts = title, [f"<h1>{_e(title)}</h1><p class='sub'>{_e(subtitle)}</p>"]
+        self.progress = (Progress("Building the report", sections, progress, stream)
+                         if progress or stream else None)
+        if self.progress:
+            self.progress.update(0)
 
     def h2(self, text: str) -> None:
+        if self.progress:
+            self.progress.advance(note=text)
         self.parts.append(f"<h2>{_e(text)}</h2>")
 
     def p(self, text: str, cls: str = "") -> None:
@@ -205,6 +216,8 @@ class _Doc:
 
     def html(self) -> str:
         from plotly.offline import get_plotlyjs
+        if self.progress:
+            self.progress.done()
         return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
                 f"<title>{_e(self.title)}</title><style>{CSS}</style>"
                 f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
@@ -275,9 +288,11 @@ def _deltas_section(doc: _Doc, d: pd.DataFrame, title: str, what: str) -> None:
 
 
 # ---- reports -----------------------------------------------------------------------------------
-def run_report_html(store: Store, run_id: str) -> str:
+def run_report_html(store: Store, run_id: str, progress: Callback | None = None,
+                    stream=None) -> str:
     """A training run: config, curves (loss / reward / entropy), its benchmark scores and
-    deltas with CIs, and its best-rewarded thoughts with context and target."""
+    deltas with CIs, and its best-rewarded thoughts with context and target. `progress`
+    gets (fraction, message with ETA) per section; `stream` shows a bar (the CLI)."""
     run = store.require_run(run_id)
     cfg = json.loads(run.get("config") or "{}")
     obj = run.get("objective") or ""
@@ -285,7 +300,7 @@ def run_report_html(store: Store, run_id: str) -> str:
                        "FROM metrics WHERE run_id = ?", [run_id]).iloc[0]
     doc = _Doc(f"ThoughtLab run report: {run.get('name') or run_id}",
                f"run {run_id} · objective {obj} · model {run.get('model')} · corpus "
-               f"{run.get('corpus')} · {run.get('status')}")
+               f"{run.get('corpus')} · {run.get('status')}", 7, progress, stream)
     doc.h2("What this run did")
     doc.p(EXPLAIN.get(obj, obj))
     steps = int(comp["steps"]) if pd.notna(comp["steps"]) else 0
@@ -324,10 +339,12 @@ def run_report_html(store: Store, run_id: str) -> str:
     return doc.html()
 
 
-def experiment_report_html(store: Store, experiment_id: str) -> str:
+def experiment_report_html(store: Store, experiment_id: str, progress: Callback | None = None,
+                           stream=None) -> str:
     """An experiment: what was compared at which budget, the compute each run used, scores,
     deltas vs NTP and vs the base model (CIs, McNemar), the §5 controls, training curves
-    and example thoughts of each reasoning objective."""
+    and example thoughts of each reasoning objective. `progress`/`stream` as in
+    run_report_html."""
     jobs = ex.experiment_runs(store, experiment_id)
     if jobs.empty:
         raise LabError(f"No experiment {experiment_id!r} in {store.path}.")
@@ -337,7 +354,8 @@ def experiment_report_html(store: Store, experiment_id: str) -> str:
     model = train["model"].iloc[0] if not train.empty else "?"
     doc = _Doc(f"ThoughtLab experiment report: {experiment_id}",
                f"model {model} · objectives {', '.join(train['objective'])} · "
-               f"{len(jobs[jobs['status'] == 'finished'])} of {len(jobs)} jobs finished")
+               f"{len(jobs[jobs['status'] == 'finished'])} of {len(jobs)} jobs finished",
+               8 + int((train["objective"] != "ntp").sum()), progress, stream)
     doc.h2("The question")
     doc.p("Does reasoning at the level of single tokens during pretraining (Quiet-STaR, RLP, RPT) "
           "make a model reason better than plain next-token prediction (NTP) given the same "
@@ -351,7 +369,9 @@ def experiment_report_html(store: Store, experiment_id: str) -> str:
     if not budgets.empty:
         doc.p(f"Every run had the same training budget of {budgets.iloc[0]:.3g} FLOPs (forward + "
               "backward, thought sampling included) and stopped once it was spent: a costlier "
-              "objective therefore takes fewer steps, and each run may overshoot by its last step.",
+              "objective therefore takes fewer steps, and each run may overshoot by its last step. "
+              "Labels ntp@STEP are NTP's checkpoint at another objective's step count, for the "
+              "comparison at matched steps.",
               "note")
     else:
         doc.p("Every run did the same number of optimizer steps; their FLOPs differ (below).", "note")
@@ -375,7 +395,9 @@ def experiment_report_html(store: Store, experiment_id: str) -> str:
                                                            "stderr", "n", "steps", "flops"]])
     _deltas_section(doc, ex.deltas(store, experiment_id, "ntp", res), "Reasoning objectives vs NTP",
                     "The central comparison: each objective's checkpoint minus the NTP checkpoint "
-                    "trained with the same budget. " + READING)
+                    "trained with the same FLOP budget (matched: FLOPs) and, where it was evaluated, "
+                    "NTP's checkpoint at the objective's own step count (matched: steps, reference "
+                    "ntp@STEP). " + READING)
     _deltas_section(doc, ex.deltas(store, experiment_id, "base", res), "Every checkpoint vs the base model",
                     "What training changed at all. The row 'base · gsm8k-cot vs base' is the "
                     "latent-reasoning control: the untrained model prompted to think step by step.")

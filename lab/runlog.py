@@ -2,7 +2,8 @@
 
 Rows are kept in memory and written in one transaction every `flush_every` seconds (and
 before checkpoints and at the end), so a job writes a few short sessions instead of one per
-row. A job killed with SIGKILL loses at most the rows since its last flush.
+row. A job killed with SIGKILL loses at most the rows since its last flush; a cancelled or
+crashing job flushes what it logged before it stops.
 """
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ class RunLogger:
         self.store.append(self.rows, run_update=update, run_id=self.run_id)
         self.rows = {k: [] for k in self.rows}
         self.last_flush = time.monotonic()
+
+    def flush_quietly(self) -> None:
+        """Best-effort flush while the job is already failing or being cancelled: the
+        original error is the one to report. Records of a step whose metrics were not logged
+        (the job stopped inside it) are dropped: a step is logged whole or not at all."""
+        for table in ("tokens", "thoughts"):
+            self.rows[table] = [r for r in self.rows[table] if r["step"] <= self.step]
+        try:
+            self.flush()
+        except BaseException:  # noqa: BLE001
+            pass

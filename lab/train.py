@@ -89,6 +89,8 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         if main:
             store.truncate_after(run_id, start_step)
 
+    keep = steps_of(store, cfg.checkpoint_steps_of)
+
     names = list(extras)
     prepared = acc.prepare(model, optimizer, *extras.values())
     model, optimizer, prepared_extras = prepared[0], prepared[1], prepared[2:]
@@ -104,73 +106,84 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     t_start = time.monotonic() - wall_done
     loss_value, last_step_flops = float("nan"), 0.0
     last_ckpt = ckpt
-    for step in range(start_step, cfg.max_steps):
-        if should_stop():
-            break
-        # Compute budget: end when it is spent, or when the next step would overshoot it by
-        # more than half a step (a costly objective's step can be a large share of a small budget).
-        if cfg.max_flops and (flops_done >= cfg.max_flops or
-                              (last_step_flops and flops_done + last_step_flops / 2 > cfg.max_flops)):
-            if main:
-                last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
-                                        optimizer, flops_done, time.monotonic() - t_start, logger)
-                store.update_run(run_id, max_steps=step)
-            break
-        t0 = time.monotonic()
-        lr = lr_at(step, cfg) * objective.lr_multiplier()
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume
-        is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
-        totals: dict[str, float] = {}
-        tokens, step_flops, loss_sum = 0, 0.0, 0.0
-        for micro in range(cfg.grad_accum):
-            idx = batch_indices(len(windows), step * acc.num_processes + acc.process_index, micro,
-                                cfg.batch_size, cfg.grad_accum, cfg.seed)
-            ids = windows[idx].to(acc.device)
-            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            with acc.autocast():
-                out = objective.step(batch, record=0)
-            if not torch.isfinite(out.loss):
-                raise LabError(f"The loss became {out.loss.item()} at step {step + 1}. Lower the "
-                               f"learning rate (now {cfg.lr}) or check the data.")
-            acc.backward(out.loss / cfg.grad_accum)
-            loss_sum += out.loss.item() / cfg.grad_accum
-            tokens += out.tokens
-            step_flops += out.flops
-            for k, v in out.metrics.items():
-                totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
-        if cfg.grad_clip > 0:
-            grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
-        else:
-            grad_norm = torch.norm(torch.stack([p.grad.norm() for p in trainable if p.grad is not None]))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        objective.after_optimizer_step()
+    try:
+        for step in range(start_step, cfg.max_steps):
+            if should_stop():
+                break
+            # Compute budget: end when it is spent, or when the next step would overshoot it by
+            # more than half a step (a costly objective's step can be a large share of a small budget).
+            if cfg.max_flops and (flops_done >= cfg.max_flops or
+                                  (last_step_flops and flops_done + last_step_flops / 2 > cfg.max_flops)):
+                if main:
+                    last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
+                                            optimizer, flops_done, time.monotonic() - t_start, logger, keep)
+                    store.update_run(run_id, max_steps=step)
+                break
+            t0 = time.monotonic()
+            lr = lr_at(step, cfg) * objective.lr_multiplier()
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume
+            is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
+            totals: dict[str, float] = {}
+            tokens, step_flops, loss_sum = 0, 0.0, 0.0
+            for micro in range(cfg.grad_accum):
+                idx = batch_indices(len(windows), step * acc.num_processes + acc.process_index, micro,
+                                    cfg.batch_size, cfg.grad_accum, cfg.seed)
+                ids = windows[idx].to(acc.device)
+                batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+                with acc.autocast():
+                    out = objective.step(batch, record=0)
+                if not torch.isfinite(out.loss):
+                    raise LabError(f"The loss became {out.loss.item()} at step {step + 1}. Lower the "
+                                   f"learning rate (now {cfg.lr}) or check the data.")
+                acc.backward(out.loss / cfg.grad_accum)
+                loss_sum += out.loss.item() / cfg.grad_accum
+                tokens += out.tokens
+                step_flops += out.flops
+                for k, v in out.metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
+            if cfg.grad_clip > 0:
+                grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
+            else:
+                grad_norm = torch.norm(torch.stack([p.grad.norm() for p in trainable if p.grad is not None]))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            objective.after_optimizer_step()
 
-        dt = time.monotonic() - t0
-        if is_sample_step and main and probe is not None:
-            _record_probe(objective, probe, cfg, step + 1, logger, acc)
-        flops_done += step_flops * acc.num_processes
-        last_step_flops = step_flops * acc.num_processes
-        loss_value = loss_sum
-        gn = float(grad_norm)
-        logger.metrics(step + 1, {"loss": loss_sum, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
-                                  "tokens_per_s": tokens * acc.num_processes / max(dt, 1e-9),
-                                  "step_time_s": dt, **totals},
-                       wall_time=time.monotonic() - t_start, flops=flops_done)
-        logger.maybe_flush()
-        done = step + 1
-        if main and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
-            last_ckpt = _checkpoint(data_dir, run_id, done, acc, model, tok, objective, extras,
-                                    optimizer, flops_done, time.monotonic() - t_start, logger)
-    else:
-        if main:
-            last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
-                                    optimizer, flops_done, time.monotonic() - t_start, logger)
+            dt = time.monotonic() - t0
+            if is_sample_step and main and probe is not None:
+                _record_probe(objective, probe, cfg, step + 1, logger, acc)
+            flops_done += step_flops * acc.num_processes
+            last_step_flops = step_flops * acc.num_processes
+            loss_value = loss_sum
+            gn = float(grad_norm)
+            logger.metrics(step + 1, {"loss": loss_sum, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
+                                      "tokens_per_s": tokens * acc.num_processes / max(dt, 1e-9),
+                                      "step_time_s": dt, **totals},
+                           wall_time=time.monotonic() - t_start, flops=flops_done)
+            logger.maybe_flush()
+            done = step + 1
+            if main and done < cfg.max_steps and (done in keep or (
+                    cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+                last_ckpt = _checkpoint(data_dir, run_id, done, acc, model, tok, objective, extras,
+                                        optimizer, flops_done, time.monotonic() - t_start, logger, keep)
+        else:
+            if main:
+                last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
+                                        optimizer, flops_done, time.monotonic() - t_start, logger, keep)
+    except BaseException:
+        logger.flush_quietly()   # a cancel or a crash keeps every step it logged
+        raise
     logger.flush()
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
+
+
+def steps_of(store: Store, run_ids: list[str]) -> set[int]:
+    """The step counts the given runs finished with (checkpoint_steps_of)."""
+    runs = [store.get_run(r) for r in run_ids]
+    return {int(r["step"]) for r in runs if r and r.get("status") == "finished" and r.get("step")}
 
 
 def _phase_reporter(store: Store, run_id: str) -> Callable[[float, str], None]:
@@ -197,12 +210,12 @@ def _record_probe(objective, probe: torch.Tensor, cfg: RunConfig, step: int, log
 
 
 def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, optimizer,
-                flops, wall, logger: RunLogger) -> Path:
+                flops, wall, logger: RunLogger, keep: set[int]) -> Path:
     logger.flush()  # rows up to this step are safe before the checkpoint claims them
     unwrapped = {k: acc.unwrap_model(getattr(objective, k)) for k in extras}
     return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped, optimizer,
                            {"step": step, "flops": flops, "wall_time": wall},
-                           objective.state_tensors())
+                           objective.state_tensors(), keep=keep)
 
 
 def _device_text(acc) -> str:

@@ -5,6 +5,7 @@ figures and reports from lab.report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -133,18 +134,40 @@ def drill_down(comparisons: pd.DataFrame, key: str) -> None:
                          column_config={"prompt": st.column_config.TextColumn(width="large")})
 
 
+def report_download(kind: str, ident: str, key: str) -> None:
+    """One click exports: the report is built section by section (progress with ETA) and saved
+    under <data>/exports/; the browser download is then offered for the saved file."""
+    lab_store = store()
+    build = report.experiment_report_html if kind == "experiment" else report.run_report_html
+    file_name = report.report_file_name(kind, ident)
+    if st.button(f"Export {kind} report", icon=":material/article:", key=f"{key}_build"):
+        bar = st.progress(0.0, text="Building the report…")
+        try:
+            html = build(lab_store, ident, progress=lambda f, m: bar.progress(f, text=m))
+            target = Path(data_dir()) / "exports" / file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(html, encoding="utf-8")
+            st.session_state[key] = (file_name, html, str(target))
+        except (LabError, OSError) as e:
+            st.error(f"The report could not be exported: {e}")
+        bar.empty()
+    built = st.session_state.get(key)
+    if built and built[0] == file_name:
+        st.caption(f"Saved to `{built[2]}`.")
+        st.download_button(f"Download {kind} report (HTML)", icon=":material/download:",
+                           data=built[1], file_name=file_name, mime="text/html",
+                           on_click="ignore", key=f"{key}_download")
+
+
 def export_buttons(exp: str | None, key: str) -> None:
     st.subheader("Export")
     st.caption("A self-contained HTML report (charts included, opens offline) for people who "
-               "will not open the lab.")
+               "will not open the lab. Also from the command line: `python -m lab report ID`.")
     c1, c2 = st.columns(2)
-    lab_store = store()      # the report callables run on another thread, after this script
     if exp:
-        c1.download_button("Download experiment report (HTML)", icon=":material/download:",
-                           data=lambda: report.experiment_report_html(lab_store, exp),
-                           file_name=report.report_file_name("experiment", exp), mime="text/html",
-                           on_click="ignore", key=f"{key}_exp_report")
-    runs = lab_store.list_runs()
+        with c1:
+            report_download("experiment", exp, f"{key}_exp_report")
+    runs = store().list_runs()
     if exp:
         runs = runs[runs["experiment"] == exp]
     if runs.empty:
@@ -153,10 +176,7 @@ def export_buttons(exp: str | None, key: str) -> None:
     with c2:
         rid = st.selectbox("Run for a run report", list(records), key=f"{key}_report_run",
                            format_func=lambda i: run_label(records[i]))
-        st.download_button("Download run report (HTML)", icon=":material/download:",
-                           data=lambda: report.run_report_html(lab_store, rid),
-                           file_name=report.report_file_name("run", rid), mime="text/html",
-                           on_click="ignore", key=f"{key}_run_report")
+        report_download("run", rid, f"{key}_run_report")
 
 
 def experiment_view() -> None:
@@ -178,7 +198,9 @@ def experiment_view() -> None:
         st.subheader("Compute: what was matched")
         budget = compute["budget_flops"].max()
         st.caption(f"Every run stopped at a budget of {budget:.3g} training FLOPs (NTP's cost of the "
-                   "budget steps); costlier objectives take fewer steps." if budget else
+                   "budget steps); costlier objectives take fewer steps, and a run may overshoot by "
+                   "its last step. ntp@STEP rows below are NTP's checkpoint at another objective's "
+                   "step count: the matched-steps comparison." if budget else
                    "Every run did the same number of steps; their FLOPs differ.")
         st.dataframe(compute[["objective", "status", "steps", "flops", "budget_flops", "budget_share",
                               "flops_per_step", "run_id"]], hide_index=True, width="stretch",
@@ -199,7 +221,8 @@ def experiment_view() -> None:
 
     st.subheader("Deltas")
     against = st.radio("Compared with", ["ntp", "base"], horizontal=True, key="bm_against",
-                       format_func={"ntp": "NTP (same budget)", "base": "base model (untrained)"}.get)
+                       format_func={"ntp": "NTP (same FLOPs; ntp@STEP = same steps)",
+                                    "base": "base model (untrained)"}.get)
     d = _deltas(exp, against, sig)
     delta_view(d, f"Paired deltas vs {'NTP' if against == 'ntp' else 'the base model'}", "bm_deltas")
     if against == "base":
@@ -366,6 +389,12 @@ def experiment_form() -> None:
         max_new = st.number_input("Max new tokens (0 = benchmark default)", 0, 4096, key="xp_max_new_tokens")
         cot = st.checkbox("Base model with and without chain of thought (needs GSM8K)", value=True,
                           key="xp_cot")
+        steps_ctl = st.checkbox(
+            "Also compare with NTP at matched steps", value=True, key="xp_steps_control",
+            disabled=budget_mode != "flops",
+            help="At a FLOP budget a costlier objective takes fewer steps. NTP then starts after "
+                 "the other runs, keeps a checkpoint at each one's step count, and those "
+                 "checkpoints are evaluated too.")
     with st.expander("Training settings and objective settings (JSON)"):
         base_text = st.text_area("Training settings (RunConfig fields)", key="xp_base_cfg", height=80)
         params_text = st.text_area("Objective settings ({objective: {param: value}})", key="xp_params",
@@ -384,6 +413,7 @@ def experiment_form() -> None:
                     budget_steps=int(budget_steps), budget_mode=budget_mode, benchmarks=benchmarks,
                     data={k: v.strip() for k, v in paths.items() if v.strip()}, limit=int(limit),
                     max_new_tokens=int(max_new), base_cfg=base_cfg, params=params, cot_control=cot,
+                    steps_control=steps_ctl,
                     name=name.strip(), data_dir=data_dir())
         except LabError as e:
             st.error(str(e))

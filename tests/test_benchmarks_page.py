@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from browser import browser_page, lab_server, shot, wait_idle
@@ -39,15 +40,24 @@ def test_experiment_results_render_with_bars_deltas_and_controls(filled, monkeyp
     assert not at.exception, at.exception
     assert at.selectbox(key="bm_experiment").value == exp
     bars = [t for t in traces(at) if t["type"] == "bar"]
-    assert {t["name"] for t in bars} == {"base", "ntp", "quiet-star", "quiet-star +thoughts",
-                                         "quiet-star +corrupted"}
+    names = {t["name"] for t in bars}
+    assert {n for n in names if not n.startswith("ntp@")} == {"base", "ntp", "quiet-star",
+                                                             "quiet-star +thoughts", "quiet-star +corrupted"}
+    assert len(names) == 6                          # and NTP at Quiet-STaR's step count
     assert all(t["error_y"]["visible"] for t in bars)
     heads = [h.value for h in at.subheader]
     for h in ("Compute: what was matched", "Scores", "Deltas", "Items that flipped", "Export"):
         assert h in heads
     assert any(h.startswith("Quiet-STaR") for h in heads)
     frames = [f.value for f in at.dataframe]
-    assert any("verdict" in f.columns and set(f["reference"]) == {"ntp"} for f in frames)
+    assert any("verdict" in f.columns and set(f["reference"]) == {"ntp", "ntp@1"} and
+               set(f["matched"]) == {"FLOPs", "steps"} for f in frames)
+
+    at.button(key="bm_exp_report_build").click().run()
+    assert not at.exception and not at.error
+    name, doc, saved = at.session_state["bm_exp_report"]
+    assert name.endswith(".html") and "Reasoning objectives vs NTP" in doc
+    assert Path(saved) == d / "exports" / name and Path(saved).read_text("utf-8") == doc
 
     at.radio(key="bm_against").set_value("base").run()
     assert not at.exception
@@ -96,6 +106,7 @@ def test_benchmarks_page_in_a_browser_shows_bars_and_exports_the_report(filled):
         pw.get_by_text("Score per benchmark").wait_for()
         wait_idle(pw)
         assert pw.locator(".js-plotly-plot .barlayer .trace").count() >= 5
+        pw.get_by_role("button", name=re.compile("Export experiment report")).click()
         with pw.expect_download() as dl:
             pw.get_by_role("button", name=re.compile("Download experiment report")).click()
         target = ARTIFACTS / "experiment_report.html"

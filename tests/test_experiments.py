@@ -12,6 +12,8 @@ import pytest
 from jobs.manager import reap
 from lab import experiments as ex
 from lab.errors import LabError
+from lab.checkpoint import list_checkpoints
+from lab.config import RunConfig
 from lab.evaluation import compare
 from lab.flops import train_flops
 from lab.models import describe, load_model
@@ -33,10 +35,13 @@ def test_tiny_experiment_trains_at_one_flop_budget_then_evaluates(data_dir, monk
     jobs = ex.experiment_runs(store, exp)
     train = jobs[jobs["kind"] == "train"]
     assert sorted(train["objective"]) == ["ntp", "quiet-star"]
-    assert len(jobs) == 2 + 2 * 2 + 2          # training, their evals, the base model's evals
-    cfgs = [json.loads(store.get_run(r)["config"]) for r in train["id"]]
-    assert cfgs[0]["max_flops"] == cfgs[1]["max_flops"] > 0
-    assert all(c["max_steps"] >= 2 * ex.STEP_HEADROOM for c in cfgs)   # the FLOPs end the run
+    # training, their evals, the base model's evals, NTP at Quiet-STaR's step count
+    assert len(jobs) == 2 + 2 * 2 + 2 + 2
+    cfgs = {c["objective"]: c for c in (json.loads(store.get_run(r)["config"]) for r in train["id"])}
+    assert cfgs["ntp"]["max_flops"] == cfgs["quiet-star"]["max_flops"] > 0
+    assert all(c["max_steps"] >= 2 * ex.STEP_HEADROOM for c in cfgs.values())   # FLOPs end the run
+    qs_id = train.set_index("objective").loc["quiet-star", "id"]
+    assert cfgs["ntp"]["after"] == cfgs["ntp"]["checkpoint_steps_of"] == [qs_id]
 
     def ended() -> bool:
         reap(data_dir)
@@ -49,24 +54,31 @@ def test_tiny_experiment_trains_at_one_flop_budget_then_evaluates(data_dir, monk
         if spec.get("after"):
             assert r["started_at"] >= store.get_run(spec["after"][0])["finished_at"]
 
+    ntp_id = train.set_index("objective").loc["ntp", "id"]
+    assert store.get_run(ntp_id)["started_at"] >= store.get_run(qs_id)["finished_at"]
+    qs_steps = int(store.get_run(qs_id)["step"])
+    assert [s for s, _ in list_checkpoints(data_dir, ntp_id)] == [qs_steps, 2]   # kept for matching
     compute = ex.compute_table(store, exp).set_index("objective")
     assert compute.loc["ntp", "steps"] == 2                        # exactly the budget steps
     assert (compute["flops"] >= compute["budget_flops"]).all()
     assert compute.loc["ntp", "budget_share"] == pytest.approx(1.0)
 
     res = ex.experiment_results(store, exp)
-    assert len(res) == 6 and set(res["benchmark"]) == {"math-test", "csqa"}
+    assert len(res) == 8 and set(res["benchmark"]) == {"math-test", "csqa"}
     assert set(res["objective"]) == {"base", "ntp", "quiet-star"}
+    assert set(res["label"]) == {"base", "ntp", "quiet-star", f"ntp@{qs_steps}"}
     assert res["score"].map(math.isfinite).all() and (res["n"] == 4).all()
     trained = res[res["objective"] != "base"]
     assert (trained["flops"] > 0).all() and (trained["steps"] >= 1).all()
-    for against, n in (("base", 4), ("ntp", 2)):
+    for against, n in (("base", 6), ("ntp", 4)):
         d = ex.deltas(store, exp, against, res)
-        assert len(d) == n and (d["reference"] == against).all()
+        assert len(d) == n and d["reference"].str.startswith(against).all()
         for col in ("delta", "ci_low", "ci_high", "p_mcnemar"):
             assert d[col].map(math.isfinite).all(), (against, col)
     vs_ntp = ex.deltas(store, exp, "ntp", res)
-    assert (vs_ntp["matched"] == "FLOPs").all()
+    assert sorted(vs_ntp["matched"]) == ["FLOPs", "FLOPs", "steps", "steps"]
+    by_steps = vs_ntp[vs_ntp["matched"] == "steps"]
+    assert (by_steps["reference"] == f"ntp@{qs_steps}").all() and (by_steps["steps_ref"] == qs_steps).all()
 
 
 def test_plan_budget_is_ntp_steps_of_the_same_shape_and_evals_cover_the_controls(data_dir):
@@ -79,6 +91,9 @@ def test_plan_budget_is_ntp_steps_of_the_same_shape_and_evals_cover_the_controls
     assert plan.budget_flops == pytest.approx(3 * step, rel=1e-6) and plan.budget_flops <= 3 * step
     assert {c.max_flops for c in plan.configs.values()} == {plan.budget_flops}
     assert {c.experiment for c in plan.configs.values()} == {plan.id}
+    assert list(plan.configs)[-1] == "ntp"            # trained last, at the others' step counts
+    assert sorted((obj, s.benchmark) for s, obj in plan.matched_evals) == sorted(
+        (o, b) for o in ("quiet-star", "rlp") for b in ("math-test", "csqa"))
     got = sorted((obj or "base", s.benchmark, s.thought_mode) for s, obj in plan.evals)
     want = sorted([(o, b, "none") for o in ("ntp", "quiet-star", "rlp") for b in ("math-test", "csqa")]
                   + [("quiet-star", b, m) for b in ("math-test", "csqa") for m in ("thoughts", "corrupted")]
@@ -90,6 +105,7 @@ def test_plan_budget_is_ntp_steps_of_the_same_shape_and_evals_cover_the_controls
     steps = ex.plan_experiment("tiny-random", objectives=("ntp", "rpt"), budget_steps=4,
                                budget_mode="steps", base_cfg=TINY_CFG, data_dir=data_dir)
     assert {(c.max_steps, c.max_flops) for c in steps.configs.values()} == {(4, 0.0)}
+    assert steps.matched_evals == []                 # every run already does the same steps
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -183,3 +199,41 @@ def test_flipped_items_list_compares_flips_with_outputs(hand_made):
     assert items["output"].str.startswith("out ").all()
     # Built-in problems: the exact prompt is rebuilt from the spec.
     assert items["prompt"].str.startswith("Problem: ").all()
+
+
+def test_deltas_at_matched_steps_use_ntps_checkpoint_of_the_same_step_count(hand_made):
+    store, runs = hand_made
+    rng = np.random.default_rng(5)
+    _eval(store, "e1", "ev-ntp-at2", runs["ntp"], f"run:{runs['ntp']}@2", "math-test",
+          (rng.random(40) < 0.45).astype(float))
+    ntp = ex.deltas(store, "e1", "ntp")
+    pairs = {(r["eval_ref"], r["eval_id"]): r["matched"] for r in ntp.to_dict("records")}
+    assert pairs == {**{("ev-ntp", e): "FLOPs" for e in ("ev-qs", "ev-qs_t", "ev-qs_c")},
+                     **{("ev-ntp-at2", e): "steps" for e in ("ev-qs", "ev-qs_t", "ev-qs_c")}}
+    assert set(ntp[ntp["matched"] == "steps"]["reference"]) == {"ntp@2"}
+    for row in ntp.to_dict("records"):
+        _same_as_compare(store, row)
+
+
+def test_checkpoints_at_other_runs_step_counts_are_kept(data_dir):
+    from conftest import tiny_config
+
+    from lab.train import train
+    store = Store(data_dir).init()
+    other = store.create_run(config={"objective": "rlp"}, status="finished")
+    store.update_run(other, step=3)
+    cfg = tiny_config(max_steps=8, checkpoint_every=1, after=[other],
+                      checkpoint_steps_of=[other]).validate()
+    rid = store.create_run(config=cfg.to_dict(), status="running")
+    train(cfg, rid, store)
+    assert [s for s, _ in list_checkpoints(data_dir, rid)] == [3, 7, 8]   # newest two + step 3
+
+
+def test_checkpoint_steps_of_needs_after_and_known_runs(data_dir):
+    from jobs.manager import validate
+    with pytest.raises(LabError, match="must also be listed in after"):
+        RunConfig(model="tiny-random", checkpoint_steps_of=["x"]).validate()
+    Store(data_dir).init()
+    with pytest.raises(LabError, match="unknown run id"):
+        validate(RunConfig(model="tiny-random", after=["nope"]), data_dir)
+    assert RunConfig.from_dict({"after": "a, b"}).after == ["a", "b"]      # CLI / form text

@@ -82,3 +82,25 @@ def test_reports_of_unknown_ids_say_so(finished):
         experiment_report_html(store, "exp-nope")
     with pytest.raises(LabError, match="No run"):
         run_report_html(store, "nope")
+
+
+def test_report_progress_goes_section_by_section_to_the_end(finished):
+    store, exp = finished
+    seen: list[tuple[float, str]] = []
+    experiment_report_html(store, exp, progress=lambda frac, msg: seen.append((frac, msg)))
+    fracs = [f for f, _ in seen]
+    assert fracs == sorted(fracs) and fracs[0] == 0.0 and fracs[-1] == 1.0
+    assert len(seen) >= 9                                  # one update per section at least
+    assert any("Scores" in m for _, m in seen) and all("elapsed" in m for _, m in seen)
+
+
+def test_cli_report_writes_the_file_with_a_progress_trail(finished, tmp_path):
+    from conftest import lab_cli
+    store, exp = finished
+    out = tmp_path / "exp.html"
+    r = lab_cli("report", exp, "--out", str(out), data_dir=store.path.parent, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out) and "Reasoning objectives vs NTP" in out.read_text("utf-8")
+    assert "Building the report" in r.stderr and "Jobs" in r.stderr
+    bad = lab_cli("report", "exp-nope", data_dir=store.path.parent, timeout=60)
+    assert bad.returncode == 2 and "No experiment" in bad.stderr

@@ -78,3 +78,21 @@ def test_database_readable_by_duckdb_after_writes(data_dir):
     con = duckdb.connect(str(data_dir / "lab.duckdb"), read_only=True)
     assert con.execute("SELECT id FROM runs").fetchall() == [(rid,)]
     con.close()
+
+
+def test_a_stopping_job_flushes_whole_steps_only(data_dir):
+    """What a cancelled or crashing job keeps: every step whose metrics it logged, and no
+    records of the step it was inside when it stopped."""
+    from lab.runlog import RunLogger
+    s = Store(data_dir).init()
+    rid = s.create_run(config={"objective": "ntp"})
+    log = RunLogger(s, rid, flush_every=1e9)
+    token = {"sample": 0, "position": 0, "token_id": 1, "token": "a", "entropy": 0.5}
+    for step in (1, 2):
+        log.records("tokens", step, [token])
+        log.metrics(step, {"loss": 1.0 / step}, wall_time=0.0, flops=0.0)
+    log.records("tokens", 3, [token])              # stopped inside step 3, before its metrics
+    log.flush_quietly()
+    assert s.metrics([rid])["step"].tolist() == [1, 2]
+    assert sorted(s.tokens(rid)["step"].unique()) == [1, 2]
+    assert s.get_run(rid)["step"] == 2
