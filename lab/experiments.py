@@ -69,7 +69,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
 EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
     # Thought-mode evals generate without a KV cache: generation benchmarks dominate the time,
     # so GSM8K is scored on the base model only (the CoT control) and answers are short.
-    "quick CPU (tiny-random, 8 NTP steps, 20 items, ~10 min)": dict(
+    "quick CPU (tiny-random, 8 NTP steps, 20 items, ~5 min)": dict(
         model="tiny-random", corpus="builtin", budget_steps=8, budget_mode="flops",
         benchmarks=["math-test", "csqa"], limit=20, max_new_tokens=16,
         base_cfg=dict(seq_len=64, batch_size=4, lr=1e-3, warmup_steps=0, corpus_docs=200,
