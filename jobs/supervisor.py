@@ -60,11 +60,13 @@ def wait_for_dependencies(store: Store, run_id: str, after: list[str], require_f
     finished and is cancelled otherwise; a training run that only reads their step counts
     (checkpoint_steps_of) starts whatever their outcome."""
     from jobs.manager import reap
+    after = list(dict.fromkeys(after))
     while after:
         reap(store.data_dir)
-        states = {r: (store.get_run(r) or {}).get("status") for r in after}
+        states = {r: (store.get_run(r) or {}).get("status", "deleted") for r in after}
         ended = [r for r, s in states.items() if s not in ACTIVE]
         if all(s == "finished" for s in states.values()) or (not require_finished and len(ended) == len(after)):
+            store.update_run(run_id, phase="")
             return True
         bad = [r for r in ended if states[r] != "finished"]
         if (bad and require_finished) or CANCELLED:
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
     rc = child.returncode
     if CANCELLED:
+        # `accelerate launch` dies at once on SIGTERM; the worker may still be flushing the
+        # steps it logged. The run counts as ended only once that is done.
+        _wait_for_exit((store.get_run(args.run_id) or {}).get("worker_pid"), timeout=20.0)
         store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now(),
                             error="cancelled by the user")
     elif rc != 0:
@@ -165,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         store.set_status_if(args.run_id, ACTIVE, status="finished", finished_at=now())
     print(f"[supervisor] worker exited with {rc}", flush=True)
     return 0
+
+
+def _wait_for_exit(pid, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while pid and time.monotonic() < end:
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)
 
 
 def describe_exit(rc: int) -> str:

@@ -44,7 +44,10 @@ def run_job(store: Store, run: dict) -> None:
         from lab.models import pin_steps_of
         fields = {f.name for f in dataclasses.fields(EvalSpec)}   # the job config adds queue keys
         spec = EvalSpec.from_dict({k: v for k, v in cfg.items() if k in fields})
-        spec.model = pin_steps_of(spec.model, store.data_dir)
+        pinned = pin_steps_of(spec.model, store.data_dir)
+        if pinned != spec.model:      # record the command that re-runs exactly this eval
+            store.update_run(run["id"], command=(run.get("command") or "").replace(spec.model, pinned))
+            spec.model = pinned
         run_eval(spec, store, eval_id=run["id"], progress_callback=_progress_to_run(store, run["id"]))
         return
     from lab.config import RunConfig

@@ -209,7 +209,13 @@ def pin_steps_of(spec: str, data_dir: str | Path) -> str:
     ref = Store(data_dir).get_run(other)
     if not ref or ref.get("status") != "finished" or not ref.get("step"):
         raise LabError(f"{spec}: run {other!r} has not finished, so its step count is unknown.")
-    return f"run:{run_id}@{int(ref['step'])}"
+    from lab.checkpoint import checkpoint_dir_for
+    step = int(ref["step"])
+    if not (checkpoint_dir_for(data_dir, run_id, step) / "COMPLETE").exists():
+        raise LabError(f"{spec}: run {other} finished at step {step}, but run {run_id} kept no "
+                       f"checkpoint at that step (it needs {other} in its checkpoint_steps_of and "
+                       f"to train past step {step}).")
+    return f"run:{run_id}@{step}"
 
 
 def resolve_checkpoint(spec: str, data_dir: str | Path | None) -> Path:

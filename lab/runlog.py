@@ -7,8 +7,11 @@ crashing job flushes what it logged before it stops.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from lab.store import Store, now
 
@@ -21,12 +24,11 @@ class RunLogger:
         self.step = 0
 
     def metrics(self, step: int, values: dict[str, float], wall_time: float, flops: float) -> None:
-        self.step = step
-        for name, value in values.items():
-            if value is None:
-                continue
-            self.rows["metrics"].append({"run_id": self.run_id, "step": step, "name": name,
-                                         "value": float(value), "wall_time": wall_time, "flops": flops})
+        rows = [{"run_id": self.run_id, "step": step, "name": name, "value": float(value),
+                 "wall_time": wall_time, "flops": flops}
+                for name, value in values.items() if value is not None]
+        self.rows["metrics"].extend(rows)
+        self.step = step            # last: a step counts as logged once all its rows are in
 
     def records(self, table: str, step: int, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -40,17 +42,39 @@ class RunLogger:
         if not self.enabled:
             return
         update = {"heartbeat_at": now(), "step": self.step, **run_update}
-        self.store.append(self.rows, run_update=update, run_id=self.run_id)
-        self.rows = {k: [] for k in self.rows}
+        with _no_sigterm():      # a cancel mid-commit must not leave rows written but buffered
+            self.store.append(self.rows, run_update=update, run_id=self.run_id)
+            self.rows = {k: [] for k in self.rows}
         self.last_flush = time.monotonic()
 
     def flush_quietly(self) -> None:
         """Best-effort flush while the job is already failing or being cancelled: the
         original error is the one to report. Records of a step whose metrics were not logged
         (the job stopped inside it) are dropped: a step is logged whole or not at all."""
-        for table in ("tokens", "thoughts"):
+        for table in self.rows:
             self.rows[table] = [r for r in self.rows[table] if r["step"] <= self.step]
         try:
             self.flush()
         except BaseException:  # noqa: BLE001
             pass
+
+
+@contextmanager
+def _no_sigterm() -> Iterator[None]:
+    """Hold SIGTERM (the cancel signal) until the block is done, then deliver it. Python runs
+    signal handlers in the main thread, so swapping the handler covers a signal that the
+    kernel hands to any thread (a per-thread signal mask would not)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if pending:
+            if callable(previous):
+                previous(signal.SIGTERM, None)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGTERM)

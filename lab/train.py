@@ -79,7 +79,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     trainable += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    start_step, flops_done, wall_done = 0, 0.0, 0.0
+    start_step, flops_done, wall_done, state = 0, 0.0, 0.0, {}
     ckpt = latest_checkpoint(data_dir, run_id)
     if ckpt is not None:  # resume: weights, extras, optimizer, objective state, counters
         load_model_weights(ckpt, model)
@@ -89,7 +89,9 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         if main:
             store.truncate_after(run_id, start_step)
 
-    keep = steps_of(store, cfg.checkpoint_steps_of)
+    # Checkpoints kept for matched-steps comparisons; remembered in the checkpoints, so a
+    # resume keeps them even if a run they match was deleted meanwhile.
+    keep = steps_of(store, cfg.checkpoint_steps_of) | set(state.get("keep_steps", []))
 
     names = list(extras)
     prepared = acc.prepare(model, optimizer, *extras.values())
@@ -214,7 +216,7 @@ def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, opti
     logger.flush()  # rows up to this step are safe before the checkpoint claims them
     unwrapped = {k: acc.unwrap_model(getattr(objective, k)) for k in extras}
     return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped, optimizer,
-                           {"step": step, "flops": flops, "wall_time": wall},
+                           {"step": step, "flops": flops, "wall_time": wall, "keep_steps": sorted(keep)},
                            objective.state_tensors(), keep=keep)
 
 

@@ -147,16 +147,18 @@ def report_download(kind: str, ident: str, key: str) -> None:
             target = Path(data_dir()) / "exports" / file_name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(html, encoding="utf-8")
-            st.session_state[key] = (file_name, html, str(target))
-        except (LabError, OSError) as e:
+            st.session_state[key] = (file_name, str(target))
+        except Exception as e:  # noqa: BLE001 - the page stays usable; the reason is shown
             st.error(f"The report could not be exported: {e}")
-        bar.empty()
+        finally:
+            bar.empty()
     built = st.session_state.get(key)
-    if built and built[0] == file_name:
-        st.caption(f"Saved to `{built[2]}`.")
+    if built and built[0] == file_name and Path(built[1]).exists():
+        st.caption(f"Saved to `{built[1]}`.")
         st.download_button(f"Download {kind} report (HTML)", icon=":material/download:",
-                           data=built[1], file_name=file_name, mime="text/html",
-                           on_click="ignore", key=f"{key}_download")
+                           data=lambda: Path(built[1]).read_bytes(),   # read on click only
+                           file_name=file_name, mime="text/html", on_click="ignore",
+                           key=f"{key}_download")
 
 
 def export_buttons(exp: str | None, key: str) -> None:

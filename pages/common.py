@@ -149,7 +149,8 @@ def progress_text(run: dict[str, Any]) -> tuple[float, str]:
     frac = min(step / max(total, 1), 1.0)
     started = run.get("started_at")
     if run["status"] == "queued":
-        return 0.0, "queued: waiting for a free device slot (or for the runs it depends on)"
+        waiting = str(run.get("phase") or "")
+        return 0.0, f"queued · {waiting if waiting.startswith('waiting') else 'waiting for a free device slot'}"
     if run["status"] == "running" and step == 0 and run.get("phase"):
         return 0.0, f"running · {run['phase']}"
     if run["status"] != "running" or not started or step == 0:

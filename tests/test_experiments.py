@@ -2,6 +2,7 @@
 items; deltas against the base model and NTP through lab.evaluation.compare."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -227,6 +228,41 @@ def test_checkpoints_at_other_runs_step_counts_are_kept(data_dir):
     rid = store.create_run(config=cfg.to_dict(), status="running")
     train(cfg, rid, store)
     assert [s for s, _ in list_checkpoints(data_dir, rid)] == [3, 7, 8]   # newest two + step 3
+    # Resumed for two more steps after the matched run was deleted: step 3 is still kept.
+    store.delete_run(other)
+    train(dataclasses.replace(cfg, max_steps=10), rid, store)
+    assert [s for s, _ in list_checkpoints(data_dir, rid)] == [3, 9, 10]
+
+
+def test_matched_step_specs_are_pinned_or_explained(data_dir):
+    from lab.checkpoint import checkpoint_dir_for
+    from lab.models import pin_steps_of
+    store = Store(data_dir).init()
+    ntp = store.create_run(config={"objective": "ntp"}, status="finished")
+    other = store.create_run(config={"objective": "rlp"}, status="running")
+    spec = f"run:{ntp}@steps-of:{other}"
+    with pytest.raises(LabError, match="has not finished"):
+        pin_steps_of(spec, data_dir)
+    store.update_run(other, status="finished", step=3)
+    with pytest.raises(LabError, match="kept no checkpoint at that step"):
+        pin_steps_of(spec, data_dir)
+    folder = checkpoint_dir_for(data_dir, ntp, 3)
+    folder.mkdir(parents=True)
+    (folder / "COMPLETE").write_text("3")
+    assert pin_steps_of(spec, data_dir) == f"run:{ntp}@3"
+    assert pin_steps_of(f"run:{ntp}@2", data_dir) == f"run:{ntp}@2"      # others unchanged
+
+
+def test_dependencies_repeated_or_deleted(data_dir):
+    from jobs.supervisor import wait_for_dependencies
+    store = Store(data_dir).init()
+    done = store.create_run(config={"objective": "rlp"}, status="finished")
+    waiting = store.create_run(config={"objective": "ntp"})
+    assert wait_for_dependencies(store, waiting, [done, done], require_finished=False)
+    ev = store.create_run(config={"objective": "eval"}, kind="eval")
+    assert not wait_for_dependencies(store, ev, ["gone-run"])
+    run = store.get_run(ev)
+    assert run["status"] == "cancelled" and "gone-run" in run["error"] and "deleted" in run["error"]
 
 
 def test_checkpoint_steps_of_needs_after_and_known_runs(data_dir):

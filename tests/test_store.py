@@ -96,3 +96,40 @@ def test_a_stopping_job_flushes_whole_steps_only(data_dir):
     assert s.metrics([rid])["step"].tolist() == [1, 2]
     assert sorted(s.tokens(rid)["step"].unique()) == [1, 2]
     assert s.get_run(rid)["step"] == 2
+
+
+def test_a_cancel_during_a_flush_waits_for_the_commit(data_dir):
+    """SIGTERM (cancel) arriving mid-commit is held until the rows are written and the buffer
+    emptied, so the stopping job's final flush cannot write them twice."""
+    import os
+    import signal
+
+    from lab.runlog import RunLogger
+
+    class Stop(Exception):
+        pass
+
+    def raise_stop(signum, frame):
+        raise Stop()
+
+    s = Store(data_dir).init()
+    rid = s.create_run(config={"objective": "ntp"})
+    log = RunLogger(s, rid, flush_every=1e9)
+    log.metrics(1, {"loss": 1.0}, wall_time=0.0, flops=0.0)
+    real_append = s.append
+
+    def append_with_a_cancel(*args, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)          # arrives in the middle of the commit
+        real_append(*args, **kw)
+
+    s.append = append_with_a_cancel
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        with pytest.raises(Stop):
+            log.flush()
+        assert log.rows["metrics"] == []               # written, then raised
+        s.append = real_append
+        log.flush_quietly()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert s.metrics([rid])["step"].tolist() == [1]    # once
