@@ -104,7 +104,8 @@ c.page_link("pages/forking.py", label="Forking tokens →", icon=":material/call
 d.page_link("pages/thoughts.py", label="Thoughts →", icon=":material/psychology:", query_params={"run": run_id})
 
 if run.get("error"):
-    st.error(run["error"])
+    # A cancel is the user's own doing: say so without the alarm colour of a failure.
+    (st.info if run["status"] == "cancelled" else st.error)(run["error"])
 with st.form(f"edit_{run_id}"):
     e1, e2 = st.columns(2)
     new_name = e1.text_input("Name", value=run.get("name") or "")
