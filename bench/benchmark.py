@@ -318,7 +318,7 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
-def summarise(raw: dict, ntp_raw: dict | None, peak_tflops: float | None) -> dict:
+def summarise(raw: dict, peak_tflops: float | None) -> dict:
     """Per-case figures from the raw child output (measured steps only)."""
     w = raw["warmup"]
     xs = raw["x_steps"][w:]
@@ -544,8 +544,7 @@ def main(argv=None) -> int:
     if args.report:
         result = json.loads(Path(args.report).read_text())
         for model in result["models"]:
-            ntp_raw = model["raw"].get("ntp")
-            model["cases"] = [summarise(model["raw"][c["case"]], ntp_raw, result["args"]["peak_tflops"])
+            model["cases"] = [summarise(model["raw"][c["case"]], result["args"]["peak_tflops"])
                               if c["case"] in model["raw"] else c for c in model["cases"]]
         print(markdown(result))
         return 0
@@ -573,7 +572,6 @@ def main(argv=None) -> int:
             torch.save(ids, batch_file)
             entry: dict[str, Any] = {"model": model, "batch": list(ids.shape), "window_indices": idx,
                                      "cases": [], "raw": {}}
-            ntp_raw = None
             for case in args.cases:
                 params = {**CASES[case]["params"], **args.overrides.get(case, {})}
                 spec = {"model": model, "case": case, "params": params, "batch_file": str(batch_file),
@@ -599,9 +597,8 @@ def main(argv=None) -> int:
                     continue
                 raw = json.loads(Path(spec["out_file"]).read_text())
                 if case == "ntp":
-                    ntp_raw = raw
                     entry["desc"] = raw["desc"]
-                summary = summarise(raw, ntp_raw, args.peak_tflops)
+                summary = summarise(raw, args.peak_tflops)
                 entry["cases"].append(summary)
                 entry["raw"][case] = raw
                 entry.setdefault("desc", raw["desc"])

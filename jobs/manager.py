@@ -85,22 +85,23 @@ def submit_eval(spec, data_dir: str | Path = "data", *, after: list[str] | None 
                 experiment: str = "", name: str = "") -> str:
     """Queue an evaluation (lab.evaluation.EvalSpec) as a background job. With `after`, it
     waits until those training runs finished (and is cancelled if one of them did not)."""
-    from lab.models import check_model_spec
     problems = spec.problems()
     if problems:
         raise LabError("Invalid evaluation:\n- " + "\n- ".join(problems))
-    if not (after or str(spec.model).startswith("run:")):
-        check_model_spec(spec.model, data_dir)
-    config = {**spec.to_dict(), "after": list(after or []), "experiment": experiment,
-              "objective": "eval", "name": name or f"{spec.benchmark} · {spec.model}",
-              "max_steps": 100, "model": spec.model, "corpus": spec.data or "builtin"}
+    config = eval_job_config(spec, experiment, name)
     command = shlex.join(["python", "-m", "lab", "eval", "--model", spec.model, "--benchmark",
                           spec.benchmark] + (["--data", spec.data] if spec.data else [])
                          + (["--limit", str(spec.limit)] if spec.limit else []))
-    store = Store(data_dir)
-    run_id = store.create_run(config=config, kind="eval", command=command)
-    start_supervisor(store, run_id)
-    return run_id
+    return _queue_eval(config, spec.model, after, command, data_dir)
+
+
+EVAL_JOB = {"objective": "eval", "max_steps": 100}   # an eval job's step is its progress in %
+
+
+def eval_job_config(spec, experiment: str = "", name: str = "") -> dict[str, Any]:
+    """The `runs.config` of an eval job (its EvalSpec plus the fields the pages list)."""
+    return {**spec.to_dict(), **EVAL_JOB, "experiment": experiment,
+            "name": name or f"{spec.benchmark} · {spec.model}", "corpus": spec.data or "builtin"}
 
 
 def submit_nt_reasoning(model: str, data_dir: str | Path = "data", *, reference: str = "",
@@ -109,14 +110,31 @@ def submit_nt_reasoning(model: str, data_dir: str | Path = "data", *, reference:
     from lab.models import check_model_spec
     from lab.nt_reasoning import job_config
     cfg = job_config(model, reference=reference, **settings)
-    if not (after or model.startswith("run:")):
-        check_model_spec(model, data_dir)
     check_model_spec(cfg["reference"], data_dir)
-    cfg.update(after=list(after or []), experiment=experiment, objective="eval", max_steps=100,
-               name=f"next-token reasoning · {model}", corpus="builtin:test")
+    cfg.update(experiment=experiment, name=f"next-token reasoning · {model}", corpus="builtin:test")
+    return _queue_eval(cfg, model, after, data_dir=data_dir,
+                       command=f"(web) next-token reasoning of {model} vs reference {cfg['reference']}")
+
+
+def _queue_eval(config: dict, model: str, after: list[str] | None, command: str,
+                data_dir: str | Path) -> str:
+    """Record an eval job as queued and start its supervisor. An eval of a run's checkpoint
+    waits for that run when it is still queued or running (a model spec is checked at once)."""
+    from lab.evaluation.runner import run_id_of
+    from lab.models import check_model_spec
     store = Store(data_dir)
-    run_id = store.create_run(config=cfg, kind="eval",
-                              command=f"(web) next-token reasoning of {model} vs reference {cfg['reference']}")
+    after = list(dict.fromkeys(after or []))
+    rid = run_id_of(model)
+    if rid:
+        run = store.get_run(rid)
+        if run is None:
+            raise LabError(f"No run with id {rid!r} in {store.path}. `python -m lab runs` lists them.")
+        if run["status"] in ACTIVE and rid not in after:
+            after.append(rid)
+    elif not after:
+        check_model_spec(model, data_dir)
+    run_id = store.create_run(config={**config, **EVAL_JOB, "after": after},
+                              kind="eval", command=command)
     start_supervisor(store, run_id)
     return run_id
 

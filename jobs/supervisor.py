@@ -87,6 +87,11 @@ def cpu_slots() -> int:
         return 1
 
 
+def cpu_threads_per_job() -> int:
+    """The cores split between the CPU slots: oversubscribed OpenMP threads slow every job down."""
+    return max(1, (os.cpu_count() or 1) // cpu_slots())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,7 +107,7 @@ def worker_command(run: dict, cfg: dict, data_dir: Path, n_gpus: int) -> list[st
     if n_gpus == 0:
         mp = cfg.get("mixed_precision", "no")
         # Split the cores between the CPU slots: oversubscribed OpenMP threads slow every job down.
-        threads = max(1, (os.cpu_count() or 1) // cpu_slots())
+        threads = cpu_threads_per_job()
         launch += ["--cpu", "--num_processes", "1", "--num_cpu_threads_per_process", str(threads),
                    "--mixed_precision", "bf16" if mp == "bf16" else "no"]
     else:
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots()))
+        env["OMP_NUM_THREADS"] = str(cpu_threads_per_job())
     started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(),
                                   heartbeat_at=now(), attempts=int(run.get("attempts") or 0) + 1)
     if not started or CANCELLED:

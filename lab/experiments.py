@@ -205,7 +205,7 @@ def plan_experiment(model: str, corpus: str = "builtin", *,
             **base, "objective": obj, "name": f"{label} · {obj}", "max_flops": budget,
             "max_steps": budget_steps * (STEP_HEADROOM if budget_mode == "flops" else 1),
             "params": {**(params or {}).get(obj, {})}})
-        configs[obj] = validate(cfg, data_dir)
+        configs[obj] = cfg.validate()     # model and corpus: checked once, on `shape` above
 
     # Evaluations. Specs of trained runs get their checkpoint once the run exists; the base
     # model stands in to validate them.
@@ -262,7 +262,10 @@ def launch_experiment(model: str, corpus: str = "builtin", *, data_dir: str | Pa
 def run_inline(plan: ExperimentPlan, store: Store) -> str:
     """Run a plan in this process, one job after the other, with no background jobs (tests,
     notebooks). The rows look like launch_experiment's. Returns the experiment id."""
+    from jobs.manager import eval_job_config
     from lab.evaluation import run_eval
+    from lab.evaluation.runner import run_id_of
+    from lab.models import STEPS_OF, pin_steps_of
     from lab.store import now
     from lab.train import train
     run_ids: dict[str, str] = {}
@@ -272,17 +275,13 @@ def run_inline(plan: ExperimentPlan, store: Store) -> str:
         train(cfg, rid, store)
         store.update_run(rid, status="finished", finished_at=now())
         run_ids[obj] = rid
-    ntp = run_ids.get("ntp")
     jobs = [(spec, f"run:{run_ids[obj]}" if obj else spec.model, plan.eval_name(spec, obj))
             for spec, obj in plan.evals]
-    jobs += [(spec, f"run:{ntp}@{int(store.get_run(run_ids[obj])['step'])}", plan.matched_name(spec, obj))
-             for spec, obj in plan.matched_evals]
+    jobs += [(spec, pin_steps_of(f"run:{run_ids['ntp']}{STEPS_OF}{run_ids[obj]}", store.data_dir),
+              plan.matched_name(spec, obj)) for spec, obj in plan.matched_evals]
     for spec, model_spec, name in jobs:
-        spec.model = model_spec
-        spec.run_id = model_spec[len("run:"):].partition("@")[0] if model_spec.startswith("run:") else None
-        eid = store.create_run(kind="eval", status="running", config={
-            **spec.to_dict(), "experiment": plan.id, "objective": "eval",
-            "name": name, "max_steps": 100, "corpus": spec.data or "builtin"})
+        spec.model, spec.run_id = model_spec, run_id_of(model_spec)
+        eid = store.create_run(kind="eval", status="running", config=eval_job_config(spec, plan.id, name))
         run_eval(spec, store, eval_id=eid)
         store.update_run(eid, status="finished", step=100, finished_at=now())
     return plan.id

@@ -206,11 +206,10 @@ def pin_steps_of(spec: str, data_dir: str | Path) -> str:
         return spec
     from lab.store import Store
     run_id, _, other = spec[len("run:"):].partition(STEPS_OF)
-    ref = Store(data_dir).get_run(other)
-    if not ref or ref.get("status") != "finished" or not ref.get("step"):
+    step = Store(data_dir).finished_step(other)
+    if step is None:
         raise LabError(f"{spec}: run {other!r} has not finished, so its step count is unknown.")
     from lab.checkpoint import checkpoint_dir_for
-    step = int(ref["step"])
     if not (checkpoint_dir_for(data_dir, run_id, step) / "COMPLETE").exists():
         raise LabError(f"{spec}: run {other} finished at step {step}, but run {run_id} kept no "
                        f"checkpoint at that step (it needs {other} in its checkpoint_steps_of and "

@@ -25,7 +25,7 @@ from lab import rl
 from lab.errors import LabError
 from lab.objectives.rpt import (answer_text, build_prompt, candidate_positions, context_text,
                                 reasoning_text, rpt_reward, token_bytes, topk_entropy)
-from lab.progress import Progress
+from lab.progress import Callback, Progress
 
 BENCHMARK = "nt-reasoning"
 LEVELS: tuple[tuple[str, float], ...] = (("easy", 0.5), ("medium", 1.0), ("hard", 1.5))
@@ -49,7 +49,7 @@ def evaluate_nt_reasoning(model_spec: str, ref_spec: str, docs: Sequence[str], *
                           temperature: float = 0.0, top_k: int = 16, max_doc_tokens: int = 256,
                           min_context: int = 8, batch_prompts: int = 8,
                           trust_remote_code: bool = False, device: str | None = None,
-                          progress: Progress | None = None) -> dict[str, Any]:
+                          progress_callback: Callback | None = None) -> dict[str, Any]:
     """Evaluate `model_spec` on held-out `docs`; positions split by `ref_spec`'s entropy.
     Returns {"levels": {level: metrics}, "items": [...], "config": {...}}."""
     from lab.models import load_model
@@ -93,9 +93,8 @@ def evaluate_nt_reasoning(model_spec: str, ref_spec: str, docs: Sequence[str], *
         argmax.update({(k, t): top[t - 1] for k, t in chosen if k == need[j]})
 
     items: dict[tuple[int, int], dict[str, Any]] = {}
-    if progress is None:
-        progress = Progress("next-token reasoning", total=max(1, len(chosen)), stream=None)
-    progress.total = max(1, len(chosen))
+    # Counted from here: loading and the entropy passes would make the ETA too long.
+    progress = Progress("next-token reasoning", total=max(1, len(chosen)), callback=progress_callback)
     for i in range(0, len(chosen), batch_prompts):
         part = chosen[i:i + batch_prompts]
         prompts = [build_prompt(tok, context_text(tbytes[k], t)) for k, t in part]
@@ -197,6 +196,9 @@ def job_config(model: str, *, reference: str = "", **settings: Any) -> dict[str,
     for key in ("n_positions", "group_size", "max_new_tokens", "n_docs"):
         if int(cfg[key]) < 1:
             raise LabError(f"{key} must be at least 1 (got {cfg[key]}).")
+    if cfg["reference"].startswith("run:") and cfg["reference"] == model:
+        raise LabError("The reference model must be fixed (e.g. the base model), not the checkpoint "
+                       "being evaluated, so base and trained are split into the same difficulty levels.")
     return cfg
 
 
@@ -204,13 +206,10 @@ def run_job(store, cfg: dict[str, Any], progress_callback=None) -> list[str]:
     """Evaluate and store (called by jobs/worker.py)."""
     from lab.mathgen import problems
     docs = [p.text for p in problems(int(cfg["n_docs"]), "test", int(cfg["seed"]))]
-    reference = cfg["reference"]
-    if reference.startswith("run:") and reference == cfg["model"]:
-        raise LabError("The reference model must be fixed (e.g. the base model), not the checkpoint "
-                       "being evaluated, so base and trained are split into the same difficulty levels.")
+    cfg = job_config(cfg["model"], **{k: cfg[k] for k in ("reference", *JOB_DEFAULTS) if k in cfg})
     result = evaluate_nt_reasoning(
-        cfg["model"], reference, docs, n_positions=int(cfg["n_positions"]),
+        cfg["model"], cfg["reference"], docs, n_positions=int(cfg["n_positions"]),
         group_size=int(cfg["group_size"]), seed=int(cfg["seed"]), data_dir=store.data_dir,
         max_new_tokens=int(cfg["max_new_tokens"]),
-        progress=Progress("next-token reasoning", total=1, callback=progress_callback))
+        progress_callback=progress_callback)
     return write_nt_reasoning(store, result)

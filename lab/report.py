@@ -321,8 +321,9 @@ def run_report_html(store: Store, run_id: str, progress: Callback | None = None,
     else:
         doc.table(res[["benchmark", "mode", "thought_mode", "score", "stderr", "n", "steps", "flops"]])
         if run.get("experiment"):
+            exp_res = ex.experiment_results(store, run["experiment"])
             for against in ("base", "ntp"):
-                d = ex.deltas(store, run["experiment"], against)
+                d = ex.deltas(store, run["experiment"], against, exp_res)
                 d = d[d["eval_id"].isin(res["eval_id"])]
                 if not d.empty:
                     _deltas_section(doc, d, f"Compared with {'the base model' if against == 'base' else 'NTP'}",

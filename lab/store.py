@@ -60,6 +60,8 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id)",
     "CREATE INDEX IF NOT EXISTS tokens_run ON tokens(run_id)",
     "CREATE INDEX IF NOT EXISTS thoughts_run ON thoughts(run_id)",
+    # Columns added after the first release: older databases get them on open.
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS phase VARCHAR DEFAULT ''",
 ]
 
 TABLE_COLUMNS = {
@@ -200,6 +202,11 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         df = self.query("SELECT * FROM runs WHERE id = ?", [run_id])
         return None if df.empty else _clean(df.iloc[0].to_dict())
+
+    def finished_step(self, run_id: str) -> int | None:
+        """The step count a finished run ended with; None if it has not finished (or is gone)."""
+        run = self.get_run(run_id)
+        return int(run["step"]) if run and run.get("status") == "finished" and run.get("step") else None
 
     def require_run(self, run_id: str) -> dict[str, Any]:
         run = self.get_run(run_id)

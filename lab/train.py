@@ -91,7 +91,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
 
     # Checkpoints kept for matched-steps comparisons; remembered in the checkpoints, so a
     # resume keeps them even if a run they match was deleted meanwhile.
-    keep = steps_of(store, cfg.checkpoint_steps_of) | set(state.get("keep_steps", []))
+    keep = ({store.finished_step(r) for r in cfg.checkpoint_steps_of} - {None}) | set(state.get("keep_steps", []))
 
     names = list(extras)
     prepared = acc.prepare(model, optimizer, *extras.values())
@@ -180,12 +180,6 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     logger.flush()
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
-
-
-def steps_of(store: Store, run_ids: list[str]) -> set[int]:
-    """The step counts the given runs finished with (checkpoint_steps_of)."""
-    runs = [store.get_run(r) for r in run_ids]
-    return {int(r["step"]) for r in runs if r and r.get("status") == "finished" and r.get("step")}
 
 
 def _phase_reporter(store: Store, run_id: str) -> Callable[[float, str], None]:

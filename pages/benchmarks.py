@@ -15,17 +15,17 @@ from lab import experiments as ex
 from lab import report
 from lab.errors import LabError
 from lab.evaluation import BENCHMARKS, THOUGHT_MODES, EvalSpec, prompts
+from lab.evaluation.runner import run_id_of
 from lab.models import PRESETS as MODEL_PRESETS
 from lab.objectives import available
 from lab.store import ACTIVE
-from pages.common import data_dir, reap, run_label, store
+from pages.common import PROGRESS, data_dir, reap, rerun_when_changed, run_label, store, with_progress
 
 st.title("Benchmarks")
 st.caption("Does token-level reasoning during pretraining beat plain next-token prediction at the "
            "same compute? Scores on the same items, paired deltas with 95 % bootstrap intervals "
            "and McNemar tests, and the items that flipped.")
 
-PROGRESS = st.column_config.ProgressColumn("progress", min_value=0, max_value=1)
 SCORE = st.column_config.NumberColumn(format="%.3f")
 FLOPS = st.column_config.NumberColumn(format="%.3e")
 
@@ -42,24 +42,15 @@ def _thought_deltas(exp: str, evals: tuple[str, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
+def _compare_pair(eval_ref: str, eval_id: str) -> pd.DataFrame:
+    """Evals never change once written: their bootstrap comparison is cached."""
+    rows = {r["eval_id"]: r for r in ex.results_for_evals(store(), [eval_ref, eval_id]).to_dict("records")}
+    return ex.compare_pairs(store(), [(rows[eval_ref], rows[eval_id])])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
 def _flipped(eval_ref: str, eval_id: str) -> pd.DataFrame:
     return ex.flipped_items(store(), eval_ref, eval_id)
-
-
-def with_progress(jobs: pd.DataFrame) -> pd.DataFrame:
-    view = jobs.copy()
-    view["progress"] = (view["step"].fillna(0) / view["max_steps"].fillna(1).clip(lower=1)).clip(0, 1)
-    view["error"] = view["error"].fillna("").str.split("\n").str[0].str[:120]
-    return view
-
-
-def rerun_when_changed(key: str, signature: tuple) -> None:
-    """Inside a polling fragment: rerun the whole page when a job starts or ends, so the
-    results below follow."""
-    if st.session_state.get(key, signature) != signature:
-        st.session_state[key] = signature
-        st.rerun(scope="app")
-    st.session_state[key] = signature
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -269,8 +260,7 @@ def evals_view() -> None:
         a = c1.selectbox("Reference (A)", chosen, format_func=labels.get, key="bm_ev_a")
         b = c2.selectbox("Compared (B)", chosen, index=1, format_func=labels.get, key="bm_ev_b")
         if a != b:
-            rows = {r["eval_id"]: r for r in res.to_dict("records")}
-            d = ex.compare_pairs(store(), [(rows[a], rows[b])])
+            d = _compare_pair(a, b)
             if d.empty:
                 st.warning("These two evals share no items (different benchmarks, data or limits).")
             else:
@@ -325,12 +315,12 @@ def eval_form() -> None:
         experiment = st.selectbox("Add to experiment", [""] + exps, key="ev_experiment",
                                   format_func=lambda e: e or "(none)")
     if st.button("Queue evaluation", type="primary", key="ev_submit"):
-        rid = model[4:] if model.startswith("run:") else None
-        after = [rid] if rid and run_recs.get(rid, {}).get("status") in ACTIVE else []
+        rid = run_id_of(model)
         spec = EvalSpec(model=model, benchmark=benchmark, data=data, limit=int(limit),
                         max_new_tokens=int(max_new), thought_mode=thought_mode, run_id=rid)
         try:
-            job = submit_eval(spec, data_dir(), after=after, experiment=experiment)
+            job = submit_eval(spec, data_dir(), experiment=experiment)   # waits for a training run
+            after = json.loads(store().get_run(job)["config"]).get("after")
             st.success(f"Queued eval job {job}" + (f" (after run {rid} finishes)" if after else ""))
         except LabError as e:
             st.error(str(e))

@@ -142,6 +142,26 @@ def recent_step_time(run_id: str) -> float | None:
     return None if t is None or pd.isna(t) else float(t)
 
 
+PROGRESS = st.column_config.ProgressColumn("progress", min_value=0, max_value=1)
+
+
+def with_progress(jobs: pd.DataFrame) -> pd.DataFrame:
+    """A runs table with a `progress` fraction (for PROGRESS) and first lines of errors."""
+    view = jobs.copy()
+    view["progress"] = (view["step"].fillna(0) / view["max_steps"].fillna(1).clip(lower=1)).clip(0, 1)
+    view["error"] = view["error"].fillna("").str.split("\n").str[0].str[:120]
+    return view
+
+
+def rerun_when_changed(key: str, signature: tuple) -> None:
+    """Inside a polling fragment: rerun the whole page when a job starts or ends, so the
+    buttons, pickers and results outside the fragment follow."""
+    if st.session_state.get(key, signature) != signature:
+        st.session_state[key] = signature
+        st.rerun(scope="app")
+    st.session_state[key] = signature
+
+
 def progress_text(run: dict[str, Any]) -> tuple[float, str]:
     """Fraction done and a line with the ETA: from recent step times for training runs (the
     model load does not count), from the elapsed time per percent for evaluation jobs."""

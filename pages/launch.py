@@ -24,15 +24,25 @@ for f in FIELDS + ["model_choice"]:
 
 
 def apply_preset() -> None:
-    values = PRESETS.get(st.session_state["preset"], {})
-    for k, v in values.items():
-        if k in FIELDS:
-            st.session_state[f"f_{k}"] = v
+    """Fill the form from a preset. Settings the preset leaves out go back to their defaults,
+    so nothing is left over from a preset picked before (the CLI's --preset does the same)."""
+    values = {**D.to_dict(), **PRESETS.get(st.session_state["preset"], {})}
+    for k in FIELDS:
+        st.session_state[f"f_{k}"] = values[k]
     st.session_state["f_model_source"] = "Preset"
-    st.session_state["f_model_choice"] = values.get("model", D.model)
-    st.session_state["f_objective"] = values.get("objective", st.session_state.get("f_objective", "ntp"))
-    for k, v in values.get("params", {}).items():
-        st.session_state[f"p_{st.session_state['f_objective']}_{k}"] = v
+    st.session_state["f_model_choice"] = values["model"]
+    st.session_state["f_objective"] = values["objective"]
+    gpus = gpu_count()
+    st.session_state["f_device"] = values["device"] if values["device"] != "gpu" or gpus else "auto"
+    if gpus:
+        st.session_state["f_precision"] = values["mixed_precision"]
+    try:
+        defaults = get_objective(values["objective"]).Params()
+    except LabError:
+        return
+    params = {**dataclasses.asdict(defaults), **values.get("params", {})}
+    for k, v in params.items():
+        st.session_state[f"p_{values['objective']}_{k}"] = v if v is not None else ""
 
 
 st.selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,

@@ -8,7 +8,8 @@ from jobs.manager import cancel, read_log_tail, resume
 from lab.errors import LabError
 from lab.store import ACTIVE
 from lab.report import curves_figure
-from pages.common import progress_text, reap, run_label, show_config, store
+from pages.common import (PROGRESS, progress_text, reap, rerun_when_changed, run_label, show_config,
+                          store, with_progress)
 
 st.title("Runs")
 
@@ -20,22 +21,16 @@ def run_table() -> None:
     if runs.empty:
         st.info("No runs yet. Start one on the **Launch** page.")
         return
-    view = runs[["id", "name", "kind", "objective", "model", "status", "step", "max_steps", "tags",
-                 "created_at", "error"]].copy()
-    view["progress"] = (view["step"].fillna(0) / view["max_steps"].fillna(1).clip(lower=1)).clip(0, 1)
-    view["error"] = view["error"].fillna("").str.split("\n").str[0].str[:120]
+    view = with_progress(runs)[["id", "name", "kind", "objective", "model", "status", "step",
+                                "max_steps", "tags", "created_at", "error", "progress"]]
     st.dataframe(view, hide_index=True, width="stretch",
-                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
+                 column_config={"progress": PROGRESS,
                                 "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
     for r in runs[runs["status"].isin(ACTIVE)].to_dict("records"):
         frac, text = progress_text(r)
         st.progress(frac, text=f"{r['id']} ({r['objective']}): {text}")
     # A run started, ended or appeared: rerun the whole page so buttons and pickers follow.
-    signature = tuple(zip(runs["id"], runs["status"]))
-    if st.session_state.get("runs_signature", signature) != signature:
-        st.session_state["runs_signature"] = signature
-        st.rerun(scope="app")
-    st.session_state["runs_signature"] = signature
+    rerun_when_changed("runs_signature", tuple(zip(runs["id"], runs["status"])))
 
 
 run_table()

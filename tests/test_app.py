@@ -113,3 +113,23 @@ def test_objective_preset_fills_objective_and_its_settings(tmp_path, monkeypatch
     cmd = at.code[0].value
     assert "--objective quiet-star" in cmd and "--param n_ahead=8" in cmd and "--batch-size 1" in cmd
     assert not at.warning
+
+
+def test_a_preset_leaves_nothing_behind_from_the_one_before(tmp_path, monkeypatch):
+    from lab.config import PRESETS, RunConfig
+    at = page("pages/launch.py", tmp_path, monkeypatch)
+    at.selectbox(key="preset").set_value("RPT on SmolLM2-135M, CPU demo (10 warm-up steps)").run()
+    assert at.selectbox(key="f_objective").value == "rpt"
+    assert at.number_input(key="p_rpt_group_size").value == 8
+    at.number_input(key="p_rpt_group_size").set_value(3).run()        # a user's own changes
+    at.number_input(key="p_rpt_top_k").set_value(5).run()
+    quick = "quick CPU demo (tiny-random, 30 steps)"
+    at.selectbox(key="preset").set_value(quick).run()
+    assert not at.exception
+    assert at.selectbox(key="f_objective").value == "ntp"               # as `--preset` gives
+    expected = {**RunConfig().to_dict(), **PRESETS[quick]}
+    assert at.number_input(key="f_n_samples").value == expected["n_samples"]
+    assert at.number_input(key="f_warmup_steps").value == expected["warmup_steps"]
+    at.selectbox(key="preset").set_value("RPT on SmolLM2-135M, CPU demo (10 warm-up steps)").run()
+    assert at.number_input(key="p_rpt_group_size").value == 8           # preset value again
+    assert at.number_input(key="p_rpt_top_k").value == 16               # default restored

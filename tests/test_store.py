@@ -133,3 +133,19 @@ def test_a_cancel_during_a_flush_waits_for_the_commit(data_dir):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert s.metrics([rid])["step"].tolist() == [1]    # once
+
+
+def test_a_database_from_before_the_phase_column_is_upgraded(data_dir):
+    con = duckdb.connect(str(data_dir / "lab.duckdb"))
+    con.execute("CREATE TABLE runs (id VARCHAR PRIMARY KEY, name VARCHAR, objective VARCHAR, "
+                "kind VARCHAR DEFAULT 'train', status VARCHAR, model VARCHAR, corpus VARCHAR, "
+                "config VARCHAR, created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, "
+                "heartbeat_at TIMESTAMP, step INTEGER DEFAULT 0, max_steps INTEGER, error VARCHAR, "
+                "git_commit VARCHAR, versions VARCHAR, command VARCHAR, pid INTEGER, worker_pid INTEGER, "
+                "device VARCHAR, log_path VARCHAR, tags VARCHAR DEFAULT '', notes VARCHAR DEFAULT '', "
+                "experiment VARCHAR DEFAULT '', attempts INTEGER DEFAULT 0)")
+    con.execute("INSERT INTO runs (id, status) VALUES ('old', 'finished')")
+    con.close()
+    s = Store(data_dir)
+    s.update_run("old", phase="loading")
+    assert s.get_run("old")["phase"] == "loading" and s.get_run("old")["status"] == "finished"
