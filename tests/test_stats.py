@@ -74,3 +74,100 @@ def test_paired_summary_continuous_has_no_mcnemar():
     assert s["delta"] == pytest.approx(-1.1 / 3)
     assert s["p_exact"] is None and s["right_to_wrong"] is None
     assert s["ci_low"] <= s["delta"] <= s["ci_high"]
+
+
+# ---- several seeds per arm (seed_pooled_delta), on arrays small enough to work by hand ----------
+A2 = np.array([[1, 0, 1, 1],
+               [0, 0, 1, 1]], dtype=float)      # arm: seeds 0 and 1 on four items
+R2 = np.array([[0, 0, 1, 0],
+               [1, 0, 0, 0]], dtype=float)      # reference (NTP): the same seeds and items
+
+
+def test_seed_pooled_point_estimate_and_per_seed_deltas_by_hand():
+    s = stats.seed_pooled_delta(A2, R2)
+    # arm: (3/4 + 2/4) / 2 = 5/8; reference: (1/4 + 1/4) / 2 = 1/4; D = 3/8
+    assert (s["score"], s["score_ref"], s["delta"]) == (5 / 8, 1 / 4, 3 / 8)
+    # seed 0: 3/4 - 1/4 = 1/2; seed 1: 2/4 - 1/4 = 1/4; sd (ddof 1) = |1/2 - 1/4| / sqrt(2)
+    assert s["per_seed"] == {0: 0.5, 1: 0.25}
+    assert s["seed_sd"] == pytest.approx(0.25 / math.sqrt(2))
+    assert (s["n_items"], s["n_seeds"], s["n_seeds_ref"]) == (4, 2, 2)
+    assert s["ci_low"] <= s["delta"] <= s["ci_high"]
+    # Seeds are paired by label: reversed labels on the reference pair 0 with its second row.
+    flipped = stats.seed_pooled_delta(A2, R2[::-1], ref_seeds=[1, 0])
+    assert flipped["per_seed"] == {0: 0.5, 1: 0.25} and flipped["delta"] == 3 / 8
+    # One shared reference row (a base model) pairs with every seed of the arm.
+    base = stats.seed_pooled_delta(A2, R2[:1], ref_seeds=[None])
+    assert base["per_seed"] == {0: 0.5, 1: 0.25} and math.isnan(stats.seed_pooled_delta(
+        A2[:1], R2[:1])["seed_sd"])
+
+
+def test_identical_seeds_leave_only_the_item_component():
+    rng = np.random.default_rng(0)
+    a1 = (rng.random(60) < 0.6).astype(float)
+    r1 = (rng.random(60) < 0.4).astype(float)
+    one = stats.seed_pooled_delta([a1], [r1], n_boot=3000, seed=5)
+    three = stats.seed_pooled_delta([a1] * 3, [r1] * 3, n_boot=3000, seed=5)
+    assert three["delta"] == one["delta"]
+    assert (three["ci_low"], three["ci_high"]) == (one["ci_low"], one["ci_high"])
+    assert three["seed_sd"] == 0.0
+    # ... and one seed is the ordinary paired bootstrap's setting: about as wide.
+    lo, hi = stats.paired_bootstrap(r1, a1, n_boot=3000, seed=5)
+    assert (one["ci_high"] - one["ci_low"]) == pytest.approx(hi - lo, rel=0.15)
+
+
+def test_identical_items_leave_only_the_seed_component():
+    # Every item of a seed has the same score: resampling items changes nothing.
+    arm = np.array([[0.4] * 5, [0.6] * 5])
+    ref = np.array([[0.3] * 5])
+    s = stats.seed_pooled_delta(arm, ref, ref_seeds=[None], n_boot=4000, seed=1)
+    # Seed draws (0,0), (0,1), (1,0), (1,1) with probability 1/4 each; deviations +-0.1 are
+    # scaled by sqrt(2 / 1), so the means are 0.5 -+ 0.1 * sqrt(2) (1/4 each) and 0.5 (1/2).
+    # The 2.5 % and 97.5 % quantiles fall on the two ends.
+    c = 0.1 * math.sqrt(2)
+    assert s["ci_low"] == pytest.approx(0.5 - c - 0.3)
+    assert s["ci_high"] == pytest.approx(0.5 + c - 0.3)
+    raw = stats.seed_pooled_delta(arm, ref, ref_seeds=[None], n_boot=4000, seed=1,
+                                  small_sample_correction=False)
+    assert (raw["ci_low"], raw["ci_high"]) == pytest.approx((0.1, 0.3))
+
+
+def test_two_level_bootstrap_matches_the_enumeration_of_a_2x2_case():
+    import itertools
+    arm = np.array([[1.0, 0.0], [1.0, 1.0]])
+    ref = np.array([[0.0, 0.0], [1.0, 0.0]])
+    ca, cr = (m.mean(0) + (m - m.mean(0)) * math.sqrt(2) for m in (arm, ref))  # corrected
+    exact: dict[float, float] = {}
+    for items, sa, sr in itertools.product(itertools.product(range(2), repeat=2),
+                                           itertools.product(range(2), repeat=2),
+                                           itertools.product(range(2), repeat=2)):
+        v = round(ca[list(sa)][:, list(items)].mean() - cr[list(sr)][:, list(items)].mean(), 9)
+        exact[v] = exact.get(v, 0.0) + 1 / 64
+    a, r = (stats._inflate_seed_deviations(m) for m in (arm, ref))
+    draws = np.round(stats.pooled_bootstrap_draws(a, r, n_boot=40_000, seed=3), 9)
+    values, counts = np.unique(draws, return_counts=True)
+    assert set(values) <= set(exact)
+    for v, n in zip(values, counts):
+        assert n / len(draws) == pytest.approx(exact[v], abs=0.01), v
+
+    def quantile(p: float) -> float:            # smallest value whose CDF reaches p
+        acc = 0.0
+        for v in sorted(exact):
+            acc += exact[v]
+            if acc >= p - 1e-12:
+                return v
+        return max(exact)
+    s = stats.seed_pooled_delta(arm, ref, n_boot=40_000, seed=3)
+    eps = 1e-8                                  # the exact values were rounded to 9 places
+    assert quantile(0.015) - eps <= s["ci_low"] <= quantile(0.035) + eps
+    assert quantile(0.965) - eps <= s["ci_high"] <= quantile(0.985) + eps
+    assert s["delta"] == pytest.approx(0.75 - 0.25)
+
+
+def test_seed_verdict_words():
+    assert stats.seed_verdict(0.04, 0.01, 0.07, 0.01) == "better, larger than the seed-to-seed spread"
+    assert stats.seed_verdict(0.04, 0.01, 0.07, 0.05) == "better, but within the seed-to-seed spread"
+    assert stats.seed_verdict(0.04, -0.01, 0.07, 0.01) == "no clear difference"
+    # Lower is better (NLL): a negative delta is an improvement.
+    assert stats.seed_verdict(-0.2, -0.3, -0.1, 0.05, higher_is_better=False).startswith("better")
+    assert stats.seed_verdict(0.2, 0.1, 0.3, float("nan")) == "better (one seed: seed spread unknown)"
+    assert stats.seed_verdict(float("nan"), 0, 0, 0) == "–"

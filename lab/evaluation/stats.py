@@ -8,6 +8,9 @@
   replacement (the same items for both models), seeded.
 - `mcnemar(a, b)`: two-sided McNemar test on the discordant pairs of 0/1 outcomes, exact
   (binomial) and with the continuity-corrected chi-square.
+- `seed_pooled_delta(arm, ref)`: an arm against a reference when each has several training
+  seeds scored on the same items: pooled delta, two-level bootstrap CI (items and seeds),
+  per-seed deltas and their spread; `seed_verdict` puts it in words.
 """
 from __future__ import annotations
 
@@ -118,3 +121,114 @@ def paired_summary(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
         out.update({"right_to_wrong": None, "wrong_to_right": None, "p_exact": None,
                     "p_continuity": None})
     return out
+
+
+# ---- several seeds per arm ---------------------------------------------------------------------
+def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[float]], *,
+                      arm_seeds: Sequence | None = None, ref_seeds: Sequence | None = None,
+                      n_boot: int = 4_000, seed: int = 0, level: float = 0.95,
+                      small_sample_correction: bool = True) -> dict:
+    """Delta of an arm against a reference when each was trained with several seeds and every
+    seed was scored on the same items (docs/evaluation.md, "Several seeds").
+
+    arm: [S_a, N] scores (row = seed, column = item), ref: [S_r, N] on the same N items (S_r
+    may be 1: a shared base model). Point estimate D = mean over seeds of the arm's mean score
+    minus the same for the reference. CI: percentile bootstrap with two levels: each replicate
+    draws N items with replacement (one draw shared by arm and reference, so the pairing is
+    kept) and, independently for arm and reference, S seeds with replacement.
+    With few seeds a bootstrap of S values underestimates their variance by (S - 1) / S; with
+    `small_sample_correction` each seed's deviation from the seed mean is scaled by
+    sqrt(S / (S - 1)) first, so the seed component has the unbiased variance s^2 / S.
+
+    Per-seed deltas pair arm seed s with reference seed s (labels from arm_seeds / ref_seeds,
+    default 0..S-1); a single reference row pairs with every arm seed. Their sample standard
+    deviation is the seed-to-seed spread (NaN with fewer than two pairs)."""
+    a, r = np.atleast_2d(_arr2(arm)), np.atleast_2d(_arr2(ref))
+    if a.shape[1] != r.shape[1]:
+        raise ValueError(f"arm and reference must score the same items ({a.shape[1]} vs {r.shape[1]})")
+    n = a.shape[1]
+    a_ids = list(arm_seeds) if arm_seeds is not None else list(range(a.shape[0]))
+    r_ids = list(ref_seeds) if ref_seeds is not None else list(range(r.shape[0]))
+    per_seed = _per_seed_deltas(a.mean(axis=1), r.mean(axis=1), a_ids, r_ids)
+    out = {"delta": float(a.mean() - r.mean()) if n else float("nan"),
+           "score": float(a.mean()) if n else float("nan"),
+           "score_ref": float(r.mean()) if n else float("nan"),
+           "n_items": int(n), "n_seeds": int(a.shape[0]), "n_seeds_ref": int(r.shape[0]),
+           "per_seed": per_seed,
+           "seed_sd": float(np.std(list(per_seed.values()), ddof=1)) if len(per_seed) > 1 else float("nan"),
+           "ci_low": float("nan"), "ci_high": float("nan"), "ci_level": level, "n_boot": n_boot,
+           "boot_seed": seed}
+    if n == 0:
+        return out
+    if small_sample_correction:
+        a, r = _inflate_seed_deviations(a), _inflate_seed_deviations(r)
+    draws = pooled_bootstrap_draws(a, r, n_boot=n_boot, seed=seed)
+    alpha = (1.0 - level) / 2
+    out["ci_low"], out["ci_high"] = (float(v) for v in np.quantile(draws, [alpha, 1.0 - alpha]))
+    return out
+
+
+def pooled_bootstrap_draws(a: np.ndarray, r: np.ndarray, *, n_boot: int, seed: int) -> np.ndarray:
+    """The bootstrap replicates of seed_pooled_delta (already corrected matrices).
+
+    A replicate is sum_s w_a[s] * (A @ c)[s] / N - sum_s w_r[s] * (R @ c)[s] / N, where c
+    counts how often each item was drawn and w are the seed draw frequencies: only [S, B]
+    products, never a [B, S, N] array. Items come from one generator and seeds from another,
+    so the item draws do not depend on how many seeds there are."""
+    n = a.shape[1]
+    item_rng = np.random.default_rng(seed)
+    seed_rng = np.random.default_rng([seed, 1])
+    out = np.empty(n_boot, dtype=np.float64)
+    chunk = max(1, 2_000_000 // max(n, 1))
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        idx = item_rng.integers(0, n, size=(k, n))
+        counts = np.bincount((idx + n * np.arange(k)[:, None]).ravel(), minlength=k * n).reshape(k, n)
+        ma, mr = a @ counts.T / n, r @ counts.T / n                     # [S, k] item-resampled means
+        wa, wr = _seed_weights(seed_rng, a.shape[0], k), _seed_weights(seed_rng, r.shape[0], k)
+        out[start:start + k] = (wa * ma.T).sum(1) - (wr * mr.T).sum(1)
+    return out
+
+
+def _seed_weights(rng: np.random.Generator, s: int, k: int) -> np.ndarray:
+    """[k, s] frequencies of s seeds drawn with replacement (one seed: always weight 1)."""
+    if s == 1:
+        return np.ones((k, 1))
+    draws = rng.integers(0, s, size=(k, s))
+    return np.stack([(draws == j).sum(1) for j in range(s)], axis=1) / s
+
+
+def _inflate_seed_deviations(x: np.ndarray) -> np.ndarray:
+    s = x.shape[0]
+    if s < 2:
+        return x
+    mean = x.mean(axis=0, keepdims=True)
+    return mean + (x - mean) * math.sqrt(s / (s - 1))
+
+
+def _per_seed_deltas(a_means: np.ndarray, r_means: np.ndarray, a_ids: list, r_ids: list) -> dict:
+    if len(r_ids) == 1:
+        return {sid: float(m - r_means[0]) for sid, m in zip(a_ids, a_means)}
+    ref = dict(zip(r_ids, r_means))
+    return {sid: float(m - ref[sid]) for sid, m in zip(a_ids, a_means) if sid in ref}
+
+
+def _arr2(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def seed_verdict(delta: float, ci_low: float, ci_high: float, seed_sd: float,
+                 higher_is_better: bool = True) -> str:
+    """Plain words for a seed-pooled delta: a difference only when the CI excludes 0, and
+    whether it is larger than the seed-to-seed spread (|D| > sd of the per-seed deltas)."""
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (delta, ci_low, ci_high)):
+        return "–"
+    if ci_low <= 0 <= ci_high:
+        return "no clear difference"
+    better = (delta > 0) == higher_is_better
+    word = "better" if better else "worse"
+    if seed_sd is None or (isinstance(seed_sd, float) and math.isnan(seed_sd)):
+        return f"{word} (one seed: seed spread unknown)"
+    if abs(delta) > seed_sd:
+        return f"{word}, larger than the seed-to-seed spread"
+    return f"{word}, but within the seed-to-seed spread"
