@@ -52,11 +52,15 @@ def cli_command(cfg: RunConfig, data_dir: str | Path = "data") -> str:
 
 
 def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
-    """Everything checked before a job starts: settings, model spec, corpus."""
+    """Everything checked before a job starts: settings, model spec, corpus. A model
+    `run:X` where X is a run this one waits for (`after`) and that has not ended yet (an
+    experiment's pretraining) has no checkpoint yet: the job checks it when it starts."""
     from lab.corpora import check_corpus
     from lab.models import check_model_spec
     cfg.validate()
-    check_model_spec(cfg.model, data_dir, cfg.trust_remote_code)
+    pending = continues_from(cfg)
+    if not (pending and (Store(data_dir).get_run(pending) or {}).get("status") in ACTIVE):
+        check_model_spec(cfg.model, data_dir, cfg.trust_remote_code)
     check_corpus(cfg.corpus, cfg.text_field)
     if cfg.device == "gpu" and not gpu_count():
         raise LabError("device is 'gpu' but no GPU was found on this machine; use 'cpu' or 'auto'.")
@@ -69,15 +73,25 @@ def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
     return cfg
 
 
+def continues_from(cfg: RunConfig) -> str | None:
+    """The run whose checkpoint this training run starts from, when it also waits for it
+    (`after`): that run must have finished before this one can start."""
+    from lab.evaluation.runner import run_id_of
+    rid = run_id_of(cfg.model)
+    return rid if rid and rid in cfg.after else None
+
+
 def submit(cfg: RunConfig, data_dir: str | Path = "data", *, command: str | None = None,
-           kind: str = "train") -> str:
-    """Validate, record the run as queued, and start its supervisor. Returns the run id."""
+           kind: str = "train", start: bool = True) -> str:
+    """Validate, record the run as queued, and start its supervisor (with start=False the
+    caller starts it later: an experiment's driver does). Returns the run id."""
     store = Store(data_dir)
     if kind == "train":
         validate(cfg, data_dir)
     run_id = store.create_run(config=cfg.to_dict(), kind=kind,
                               command=command or cli_command(cfg, data_dir))
-    start_supervisor(store, run_id)
+    if start:
+        start_supervisor(store, run_id)
     return run_id
 
 
@@ -89,10 +103,28 @@ def submit_eval(spec, data_dir: str | Path = "data", *, after: list[str] | None 
     if problems:
         raise LabError("Invalid evaluation:\n- " + "\n- ".join(problems))
     config = eval_job_config(spec, experiment, name)
-    command = shlex.join(["python", "-m", "lab", "eval", "--model", spec.model, "--benchmark",
-                          spec.benchmark] + (["--data", spec.data] if spec.data else [])
-                         + (["--limit", str(spec.limit)] if spec.limit else []))
-    return _queue_eval(config, spec.model, after, command, data_dir)
+    return _queue_eval(config, spec.model, after, eval_command(spec), data_dir)
+
+
+def eval_command(spec) -> str:
+    return shlex.join(["python", "-m", "lab", "eval", "--model", spec.model, "--benchmark",
+                       spec.benchmark] + (["--data", spec.data] if spec.data else [])
+                      + (["--limit", str(spec.limit)] if spec.limit else []))
+
+
+def submit_evals(specs: list, data_dir: str | Path = "data", *, after: list[str] | None = None,
+                 experiment: str = "", name: str = "", start: bool = True) -> str:
+    """Queue one job that evaluates one model on several benchmarks (EvalSpecs of the same
+    model): one process and one model load for all of them. Their evals get the ids
+    `<job id>-<benchmark>`. Returns the job id."""
+    if not specs or len({s.model for s in specs}) != 1:
+        raise LabError("submit_evals needs at least one EvalSpec, all of the same model.")
+    problems = [p for s in specs for p in s.problems()]
+    if problems:
+        raise LabError("Invalid evaluation:\n- " + "\n- ".join(problems))
+    config = {**eval_job_config(specs[0], experiment, name), "specs": [s.to_dict() for s in specs]}
+    command = " && ".join(eval_command(s) for s in specs)
+    return _queue_eval(config, specs[0].model, after, command, data_dir, start=start)
 
 
 EVAL_JOB = {"objective": "eval", "max_steps": 100}   # an eval job's step is its progress in %
@@ -117,7 +149,7 @@ def submit_nt_reasoning(model: str, data_dir: str | Path = "data", *, reference:
 
 
 def _queue_eval(config: dict, model: str, after: list[str] | None, command: str,
-                data_dir: str | Path) -> str:
+                data_dir: str | Path, start: bool = True) -> str:
     """Record an eval job as queued and start its supervisor. An eval of a run's checkpoint
     waits for that run when it is still queued or running (a model spec is checked at once)."""
     from lab.evaluation.runner import run_id_of
@@ -135,7 +167,8 @@ def _queue_eval(config: dict, model: str, after: list[str] | None, command: str,
         check_model_spec(model, data_dir)
     run_id = store.create_run(config={**config, **EVAL_JOB, "after": after},
                               kind="eval", command=command)
-    start_supervisor(store, run_id)
+    if start:
+        start_supervisor(store, run_id)
     return run_id
 
 

@@ -39,6 +39,12 @@ def run_job(store: Store, run: dict) -> None:
         from lab.nt_reasoning import run_job as run_nt_reasoning
         run_nt_reasoning(store, cfg, progress_callback=_progress_to_run(store, run["id"]))
         return
+    if run.get("kind") == "eval" and cfg.get("specs"):      # several benchmarks, one model
+        from lab.evaluation import EvalSpec
+        from lab.evaluation.runner import run_eval_job
+        run_eval_job(store, run["id"], [EvalSpec.from_dict(s) for s in cfg["specs"]],
+                     progress_callback=_progress_to_run(store, run["id"]))
+        return
     if run.get("kind") == "eval":
         from lab.evaluation import EvalSpec, run_eval
         from lab.models import pin_steps_of

@@ -1,4 +1,4 @@
-"""Command line: `python -m lab train|runs|show|cancel|resume|eval ...`.
+"""Command line: `python -m lab train|runs|show|cancel|resume|eval|report|experiment ...`.
 
 Every command prints a clear one-paragraph message and exits non-zero on bad input; no
 traceback is the only output.
@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "write a self-contained HTML report of a run or an experiment")
     p.add_argument("id", help="a run id, or an experiment id (exp-...)")
     p.add_argument("--out", help="file to write (default thoughtlab-<kind>-<id>.html here)")
+    from lab.experiments.cli import add_cli as add_experiment_cli, main as experiment_main
+    add_experiment_cli(add("experiment", lambda a: experiment_main(a),
+                           "run, follow and report experiments from a spec file (YAML)"))
     p = add("eval", cmd_eval, "evaluate a model or run on a benchmark")
     try:
         from lab.evaluation import add_cli_args

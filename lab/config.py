@@ -45,6 +45,7 @@ class RunConfig:
     checkpoint_every: int = 50     # 0 = only at the end
     trust_remote_code: bool = False
     experiment: str = ""           # groups runs launched together (compare objectives)
+    arm: str = ""                  # the experiment arm this run trains ("base": its pretraining)
     after: list[str] = field(default_factory=list)   # start once these runs have ended
     # Keep a checkpoint at the step count each of these runs ended with (read when this run
     # starts, so list them in `after` too): matched-steps references in an experiment.

@@ -1,7 +1,8 @@
 """Self-contained HTML reports of a run or an experiment, for readers who will not open the
 lab: what was trained, how training went, what the benchmarks say (with confidence
-intervals), and what the model thought. Plotly's JavaScript is inlined once per document,
-so a report opens offline. The figure builders are shared with the Benchmarks page.
+intervals over items and seeds), and what the model thought. Plotly's JavaScript is inlined
+once per document, so a report opens offline. Figures come from lab.figures (shared with the
+pages); the tables' reading helpers below are shared with the Benchmarks page.
 
     html = experiment_report_html(store, "exp-...")
     html = run_report_html(store, "20250101-120000-ab12")
@@ -18,15 +19,14 @@ import plotly.graph_objects as go
 
 from lab import experiments as ex
 from lab.errors import LabError
-from lab.evaluation import BENCHMARKS
+from lab.experiments import results
+from lab.experiments.compare import compare_pairs, seed_pairs
+from lab.experiments.summary import experiment_summary
+from lab.figures import (arm_colors, band_curves_figure, curves_figure, deltas_figure,  # noqa: F401
+                         pooled_deltas_figure, seed_scores_figure)
 from lab.progress import Callback, Progress
 from lab.store import Store
 
-# One colour per objective, so a method looks the same in every chart.
-COLORS = {"base": "#9e9e9e", "ntp": "#1f77b4", "quiet-star": "#ff7f0e", "rlp": "#2ca02c",
-          "rpt": "#9467bd"}
-PATTERNS = {"none": "", "thoughts": "/", "corrupted": "x"}
-ORDER = ["base", "ntp", "quiet-star", "rlp", "rpt"]
 CURVES = [("loss", "Training loss"), ("reward/mean", "Mean thought reward"),
           ("entropy/mean", "Mean next-token entropy (nats)"), ("loss/mixed_nll", "NLL with thoughts")]
 EXPLAIN = {
@@ -42,93 +42,9 @@ EXPLAIN = {
 }
 
 
-# ---- figures (also used by pages/benchmarks.py) ------------------------------------------------
-def _label_key(label: str) -> tuple:
-    base = label.split(" ")[0].split("@")[0]
-    return (ORDER.index(base) if base in ORDER else len(ORDER), label)
-
-
-def color_of(label: str) -> str:
-    return COLORS.get(label.split(" ")[0].split("@")[0], "#607d8b")
-
-
-def scores_figure(results: pd.DataFrame, *, higher_is_better: bool = True,
-                  title: str = "Score per benchmark") -> go.Figure:
-    """Grouped bars: one group per benchmark, one bar per model/objective, ± 1 stderr."""
-    df = results[results["higher_is_better"] == higher_is_better]
-    fig = go.Figure()
-    for label in sorted(df["label"].unique(), key=_label_key):
-        g = df[df["label"] == label]
-        tm = str(g["thought_mode"].iloc[0])
-        fig.add_trace(go.Bar(
-            x=g["benchmark"], y=g["score"], name=label,
-            error_y=dict(type="data", array=g["stderr"].fillna(0), visible=True),
-            text=g["score"].map(lambda v: f"{v:.2f}"), textposition="inside", insidetextanchor="start",
-            # An intermediate checkpoint (run:ID@STEP, e.g. NTP at matched steps) is paler.
-            marker=dict(color=color_of(label), pattern_shape=PATTERNS.get(tm, ""),
-                        opacity=0.5 if "@" in label else 1.0),
-            customdata=g[["n", "stderr", "eval_id"]].to_numpy(),
-            hovertemplate=f"<b>{html.escape(label)}</b><br>%{{x}}: %{{y:.3f}} ± %{{customdata[1]:.3f}}"
-                          "<br>n = %{customdata[0]} items<br>eval %{customdata[2]}<extra></extra>"))
-    order = [b for b in BENCHMARKS if b in set(df["benchmark"])]
-    fig.update_xaxes(categoryorder="array", categoryarray=order)
-    unit = "accuracy" if higher_is_better else "mean NLL per token (nats, lower is better)"
-    fig.update_layout(title=title, barmode="group", height=380, yaxis_title=unit,
-                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.15))
-    if higher_is_better:
-        fig.update_yaxes(rangemode="tozero")
-    return fig
-
-
-def deltas_figure(d: pd.DataFrame, title: str = "Paired deltas") -> go.Figure:
-    """Forest plot: each comparison's delta with its 95 % paired bootstrap CI; hover shows
-    McNemar p and how many items flipped each way."""
-    d = d.copy()
-    d["row"] = d["label"] + " · " + d["benchmark"] + (" vs " + d["reference"])
-    fig = go.Figure()
-    for bench, g in d.groupby("benchmark", sort=True):
-        p = g["p_mcnemar"].map(lambda v: "–" if v is None or pd.isna(v) else f"{v:.3g}")
-        fig.add_trace(go.Scatter(
-            x=g["delta"], y=g["row"], mode="markers", name=bench,
-            marker=dict(size=11, color=[color_of(lbl) for lbl in g["label"]],
-                        line=dict(width=1.5, color="#333")),
-            error_x=dict(type="data", symmetric=False, array=(g["ci_high"] - g["delta"]).clip(lower=0),
-                         arrayminus=(g["delta"] - g["ci_low"]).clip(lower=0), thickness=2),
-            customdata=pd.DataFrame({"lo": g["ci_low"], "hi": g["ci_high"], "p": p, "n": g["n"],
-                                     "rw": g["n_right_to_wrong"], "wr": g["n_wrong_to_right"]}).to_numpy(),
-            hovertemplate="<b>%{y}</b><br>delta %{x:+.3f}  95% CI [%{customdata[0]:+.3f}, "
-                          "%{customdata[1]:+.3f}]<br>McNemar p = %{customdata[2]}  (n = %{customdata[3]})"
-                          "<br>right→wrong %{customdata[4]}, wrong→right %{customdata[5]}<extra></extra>"))
-    fig.add_vline(x=0, line=dict(color="#555", dash="dash"))
-    fig.update_layout(title=title, height=max(220, 60 + 34 * len(d)), showlegend=False,
-                      xaxis_title="delta (evaluated − reference), 95 % CI",
-                      margin=dict(l=10, r=10, t=50, b=10))
-    fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def curves_figure(metrics: pd.DataFrame, metric: str, labels: dict[str, str], *, x: str = "step",
-                  title: str | None = None, smoothing: float = 0.0, markers: bool = True) -> go.Figure:
-    """One metric of several runs against steps, wall time or training FLOPs (shared by the
-    reports and the Runs page). smoothing in [0, 1): exponential moving average weight."""
-    fig = go.Figure()
-    for run_id, g in metrics[metrics["name"] == metric].groupby("run_id"):
-        g = g.sort_values("step")
-        label = labels.get(run_id, run_id)
-        y = g["value"].ewm(alpha=1 - smoothing).mean() if smoothing > 0 else g["value"]
-        fig.add_trace(go.Scatter(x=g[x], y=y, mode="lines+markers" if markers else "lines", name=label,
-                                 line=dict(color=color_of(label))))
-    fig.update_layout(title=title or metric, height=300, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis_title={"step": "optimizer step", "flops": "training FLOPs",
-                                   "wall_time": "wall time (s)"}.get(x, x),
-                      legend=dict(orientation="h", y=-0.3))
-    if x == "flops":
-        fig.update_xaxes(rangemode="tozero")
-    return fig
-
-
 def verdict(row: dict) -> str:
-    """Plain-language reading of a delta: a difference only when the CI excludes 0."""
+    """Plain-language reading of a single paired delta: a difference only when the CI
+    excludes 0."""
     lo, hi = row.get("ci_low"), row.get("ci_high")
     if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
         return "–"
@@ -138,7 +54,7 @@ def verdict(row: dict) -> str:
 
 
 def delta_table(d: pd.DataFrame) -> pd.DataFrame:
-    """The deltas in the columns a reader needs, with a verdict."""
+    """Single paired deltas (one seed, lab.evaluation.compare) in the columns a reader needs."""
     out = d[["label", "reference", "benchmark", "n", "score_ref", "score", "delta", "ci_low",
              "ci_high", "p_mcnemar", "n_right_to_wrong", "n_wrong_to_right", "matched"]].copy()
     out.insert(out.columns.get_loc("p_mcnemar") + 1, "verdict",
@@ -148,21 +64,33 @@ def delta_table(d: pd.DataFrame) -> pd.DataFrame:
                                "ci_low": "CI low", "ci_high": "CI high"})
 
 
+def pooled_table(d: pd.DataFrame) -> pd.DataFrame:
+    """Seed-pooled deltas for reading: accuracy in points, NLLs in nats, per-seed deltas and
+    their spread, and the verdict."""
+    k = d["metric"].map(lambda m: 100.0 if m == "acc" else 1.0)
+    return pd.DataFrame({
+        "arm": d["label"], "vs": d["reference"], "benchmark": d["benchmark"], "metric": d["metric"],
+        "matched": d["matched"], "unit": d["metric"].map(lambda m: "points" if m == "acc" else "nats"),
+        "delta": d["delta"] * k, "CI low": d["ci_low"] * k, "CI high": d["ci_high"] * k,
+        "seed sd": d["seed_sd"] * k,
+        "per seed": [", ".join(f"s{s}: {v * f:+.3g}" for s, v in p.items()) for p, f in zip(d["per_seed"], k)],
+        "seeds": d["n_seeds"], "items": d["n_items"], "verdict": d["verdict"]})
+
+
+def score_display(scores: pd.DataFrame) -> pd.DataFrame:
+    """Scores across seeds for reading: mean, sd, min, max and each seed's score."""
+    return pd.DataFrame({
+        "result": scores["label"], "benchmark": scores["benchmark"], "metric": scores["metric"],
+        "mean": scores["mean"], "sd": scores["sd"], "min": scores["min"], "max": scores["max"],
+        "per seed": [", ".join(f"s{s}: {v:.3f}" if s is not None else f"{v:.3f}" for s, v in zip(ss, vv))
+                     for ss, vv in zip(scores["seeds"], scores["scores"])],
+        "seeds": scores["n_seeds"], "items": scores["n"], "steps": scores["steps"]})
+
+
 def top_thoughts(store: Store, run_id: str, k: int = 5, context_tokens: int = 40) -> pd.DataFrame:
     """The k best-rewarded thoughts (one per position), each with the text before it and the
     true next token."""
-    th = store.query("SELECT step, sample, position, kind, text, reward, weight, base_nll, mixed_nll, "
-                     "prediction, target FROM thoughts WHERE run_id = ? AND reward IS NOT NULL "
-                     "ORDER BY reward DESC, step DESC LIMIT ?", [run_id, k * 20])
-    th = th.drop_duplicates(["step", "sample", "position"]).head(k)
-    contexts = []
-    for r in th.to_dict("records"):
-        toks = store.query("SELECT token FROM tokens WHERE run_id = ? AND step = ? AND sample = ? "
-                           "AND position < ? AND position >= ? ORDER BY position",
-                           [run_id, r["step"], r["sample"], r["position"], r["position"] - context_tokens])
-        contexts.append("".join(toks["token"].astype(str)))
-    th.insert(3, "context", contexts)
-    return th
+    return results.top_thought_rows(store, run_id, k, context_tokens)
 
 
 # ---- HTML pieces -------------------------------------------------------------------------------
@@ -270,11 +198,24 @@ def _curves(doc: _Doc, store: Store, run_ids: list[str], labels: dict[str, str],
         doc.fig(curves_figure(df, metric, labels, x=x, title=title))
 
 
-READING = ("How to read a delta: it is the evaluated model's score minus the reference's on the "
-           "same benchmark items. The interval is a 95 % paired bootstrap confidence interval; "
-           "when it contains 0 the data cannot tell the two apart. McNemar's p tests the items "
-           "that flipped (right→wrong vs wrong→right); small p (< 0.05) means the flips are "
-           "unlikely to be chance.")
+READING = ("How to read a delta: the arm's score minus the reference's on the same benchmark "
+           "items, pooled over seeds (mean over seeds of each side). The interval is a 95 % "
+           "bootstrap interval that resamples the items and, independently for each side, the "
+           "seeds; when it contains 0 the data cannot tell the two apart. 'Per seed' lists the "
+           "delta of each seed against the same seed of the reference; their standard deviation "
+           "is the seed-to-seed spread, and an effect is called larger than that spread only "
+           "when its interval excludes 0 and it exceeds the spread. Accuracy in points, NLLs in "
+           "nats (lower is better).")
+
+
+def _pooled_section(doc: _Doc, d: pd.DataFrame, title: str, what: str, colors: dict[str, str]) -> None:
+    doc.h2(title)
+    doc.p(what)
+    if d.empty:
+        doc.p("(no comparison available yet)")
+        return
+    doc.fig(pooled_deltas_figure(d, title, colors))
+    doc.table(pooled_table(d))
 
 
 def _deltas_section(doc: _Doc, d: pd.DataFrame, title: str, what: str) -> None:
@@ -309,25 +250,32 @@ def run_report_html(store: Store, run_id: str, progress: Callback | None = None,
     budget = float(cfg.get("max_flops") or 0)
     doc.p(f"{steps} optimizer steps, {flops:.3g} training FLOPs"
           + (f" (budget {budget:.3g})" if budget else "") + f", {wall:.0f} s of training"
-          + (f"; part of experiment {run['experiment']}" if run.get("experiment") else "") + ".")
+          + (f"; part of experiment {run['experiment']}" + (f" (arm {cfg['arm']}, seed {cfg.get('seed')})"
+                                                            if cfg.get("arm") else "")
+             if run.get("experiment") else "") + ".")
     doc.h2("Training curves")
     _curves(doc, store, [run_id], {run_id: obj}, "step")
 
     doc.h2("Benchmarks")
-    res = ex.results_for_evals(store, store.query("SELECT id FROM evals WHERE run_id = ?",
-                                                  [run_id])["id"].tolist())
+    res = ex.results_for_evals(store, results.evals_of_run(store, run_id))
     if res.empty:
         doc.p("This run has not been evaluated yet.")
     else:
-        doc.table(res[["benchmark", "mode", "thought_mode", "score", "stderr", "n", "steps", "flops"]])
+        doc.table(res[["benchmark", "metric", "thought_mode", "score", "stderr", "n", "checkpoint_step",
+                       "flops"]])
         if run.get("experiment"):
             exp_res = ex.experiment_results(store, run["experiment"])
-            for against in ("base", "ntp"):
-                d = ex.deltas(store, run["experiment"], against, exp_res)
-                d = d[d["eval_id"].isin(res["eval_id"])]
+            mine = set(res["eval_id"])
+            for against, what in (("reference", "the reference arm (same seed)"), ("base", "the base model")):
+                rows = ex.pooled_deltas(store, run["experiment"], against, exp_res)
+                pairs = [p for r in rows[rows["primary"]].to_dict("records")
+                         for p in seed_pairs(r, exp_res) if p[1]["eval_id"] in mine]
+                d = compare_pairs(store, pairs)
                 if not d.empty:
-                    _deltas_section(doc, d, f"Compared with {'the base model' if against == 'base' else 'NTP'}",
-                                    READING)
+                    _deltas_section(doc, d, f"Compared with {what}",
+                                    "This run's evals against the reference on the same items "
+                                    "(one seed: paired bootstrap CI and McNemar's test on the "
+                                    "items that flipped).")
     doc.h2("Example thoughts")
     doc.p("The best-rewarded thoughts the run logged: the text the model had read, what it "
           "thought, and the token that really came next.")
@@ -342,79 +290,115 @@ def run_report_html(store: Store, run_id: str, progress: Callback | None = None,
 
 def experiment_report_html(store: Store, experiment_id: str, progress: Callback | None = None,
                            stream=None) -> str:
-    """An experiment: what was compared at which budget, the compute each run used, scores,
-    deltas vs NTP and vs the base model (CIs, McNemar), the §5 controls, training curves
-    and example thoughts of each reasoning objective. `progress`/`stream` as in
-    run_report_html."""
+    """An experiment: the answer in words, the design (spec), the compute each run used,
+    scores across seeds, seed-pooled deltas vs the reference arm and vs the base model, the
+    thought controls, training curves with seed bands, example thoughts, the spec file and the
+    jobs. `progress`/`stream` as in run_report_html."""
     jobs = ex.experiment_runs(store, experiment_id)
-    if jobs.empty:
+    spec = ex.stored_spec(store.data_dir, experiment_id)
+    if jobs.empty and spec is None:
         raise LabError(f"No experiment {experiment_id!r} in {store.path}.")
     compute = ex.compute_table(store, experiment_id)
     res = ex.experiment_results(store, experiment_id)
+    names = ex.titles(store, experiment_id)
     train = jobs[jobs["kind"] == "train"]
-    model = train["model"].iloc[0] if not train.empty else "?"
-    doc = _Doc(f"ThoughtLab experiment report: {experiment_id}",
-               f"model {model} · objectives {', '.join(train['objective'])} · "
-               f"{len(jobs[jobs['status'] == 'finished'])} of {len(jobs)} jobs finished",
-               8 + int((train["objective"] != "ntp").sum()), progress, stream)
+    arms = [a for a in (list(names) + list(train["arm"])) if a]
+    colors = arm_colors(arms)
+    vs_ref = ex.pooled_deltas(store, experiment_id, "reference", res)
+    vs_base = ex.pooled_deltas(store, experiment_id, "base", res)
+    thoughts = ex.thought_deltas(store, experiment_id, res)
+    arm_runs = train[train["arm"] != "base"]
+    doc = _Doc(f"ThoughtLab experiment report: {(spec.title if spec and spec.title else experiment_id)}",
+               f"{experiment_id} · model {spec.model if spec else (train['model'].iloc[0] if not train.empty else '?')}"
+               f" · {len(jobs[jobs['status'] == 'finished'])} of {len(jobs)} jobs finished",
+               11 + arm_runs["arm"].nunique(), progress, stream)
+    doc.h2("The answer")
+    for line in experiment_summary(store, experiment_id, res, vs_ref, thoughts):
+        doc.p(line)
     doc.h2("The question")
     doc.p("Does reasoning at the level of single tokens during pretraining (Quiet-STaR, RLP, RPT) "
           "make a model reason better than plain next-token prediction (NTP) given the same "
-          "training compute? Every objective below started from the same model, read the same "
-          "corpus, and was evaluated on the same benchmark items with the same prompts.")
-    for obj in train["objective"].unique():
+          "training compute? Every arm below started from the same model, read the same corpus, "
+          "was trained with several seeds, and was evaluated on the same benchmark items with the "
+          "same prompts.")
+    for obj in dict.fromkeys(train["objective"]):
         doc.p(EXPLAIN.get(obj, obj))
-
+    doc.h2("Design")
+    if spec is not None:
+        doc.p((f"Pretraining: {spec.pretrain.steps} NTP steps, one shared run (the pretrained base); "
+               "every arm and seed continues from its final checkpoint. " if spec.pretrain.steps else
+               "No pretraining: every arm starts from the model itself. ")
+              + (f"Budget: the training FLOPs of {spec.branch.budget_steps} NTP steps per run. "
+                 if spec.branch.budget_mode == "flops" else
+                 f"Budget: {spec.branch.budget_steps} optimizer steps per run. ")
+              + f"Seeds: {', '.join(map(str, spec.seeds))}. Items per benchmark: "
+              + ", ".join(f"{b} {spec.limit_of(b) or 'all'}" for b in spec.evaluation.benchmarks) + ".")
+        doc.table(pd.DataFrame([{"arm": a.id, "title": a.display, "objective": a.objective,
+                                 "settings": json.dumps(a.params) if a.params else "defaults",
+                                 "training overrides": json.dumps(a.training) if a.training else ""}
+                                for a in spec.arms]))
     doc.h2("Compute: what was matched")
     budgets = compute["budget_flops"][compute["budget_flops"] > 0]
     if not budgets.empty:
-        doc.p(f"Every run had the same training budget of {budgets.iloc[0]:.3g} FLOPs (forward + "
-              "backward, thought sampling included) and stopped once it was spent: a costlier "
-              "objective therefore takes fewer steps, and each run may overshoot by its last step. "
-              "Labels ntp@STEP are NTP's checkpoint at another objective's step count, for the "
-              "comparison at matched steps.",
-              "note")
+        doc.p(f"Every arm had the same training budget of {budgets.iloc[0]:.3g} FLOPs per run (forward "
+              "+ backward, thought sampling included) and stopped once it was spent: a costlier "
+              "objective therefore takes fewer steps, and a run may overshoot by half a step. "
+              "Rows '@ steps of X' are the reference's checkpoint at X's step count (same seed), "
+              "for the comparison at matched steps.", "note")
     else:
         doc.p("Every run did the same number of optimizer steps; their FLOPs differ (below).", "note")
-    doc.table(compute[["objective", "status", "steps", "flops", "budget_flops", "budget_share",
-                       "flops_per_step"]])
+    doc.table(compute[["arm", "seed", "objective", "status", "steps", "flops", "budget_flops",
+                       "budget_share", "flops_per_step"]])
 
     doc.h2("Scores")
-    if res.empty:
+    scores = results.score_table(res)
+    if scores.empty:
         doc.p("No evaluation has finished yet.")
     else:
-        n_min = int(res["n"].min())
+        n_min = int(scores["n"].min())
         if n_min < 100:
-            n_max = int(res["n"].max())
-            doc.p(f"Only {n_min if n_min == n_max else f'{n_min}–{n_max}'} items per benchmark: "
-                  "confidence intervals are "
-                  "wide, so read this as a smoke test unless the differences are large.", "note")
+            doc.p(f"Only {n_min} items per benchmark (or fewer): confidence intervals are wide, so "
+                  "read this as a smoke test unless the differences are large.", "note")
         for hib in (True, False):
-            if (res["higher_is_better"] == hib).any():
-                doc.fig(scores_figure(res, higher_is_better=hib))
-        doc.table(res.sort_values(["benchmark", "label"])[["label", "benchmark", "mode", "score",
-                                                           "stderr", "n", "steps", "flops"]])
-    _deltas_section(doc, ex.deltas(store, experiment_id, "ntp", res), "Reasoning objectives vs NTP",
-                    "The central comparison: each objective's checkpoint minus the NTP checkpoint "
-                    "trained with the same FLOP budget (matched: FLOPs) and, where it was evaluated, "
-                    "NTP's checkpoint at the objective's own step count (matched: steps, reference "
-                    "ntp@STEP). " + READING)
-    _deltas_section(doc, ex.deltas(store, experiment_id, "base", res), "Every checkpoint vs the base model",
-                    "What training changed at all. The row 'base · gsm8k-cot vs base' is the "
-                    "latent-reasoning control: the untrained model prompted to think step by step.")
-    _deltas_section(doc, ex.thought_deltas(store, experiment_id, res), "Are Quiet-STaR's thoughts used?",
-                    "The Quiet-STaR checkpoint evaluated without thoughts, with its own thoughts, and "
-                    "with thoughts replaced by random tokens of the same length. If corrupted thoughts "
-                    "score like real ones, the thoughts act as scaffolding, not as reasoning.")
-    if not train.empty:
-        doc.h2("Training curves")
+            if (scores["higher_is_better"] == hib).any():
+                doc.fig(seed_scores_figure(scores, higher_is_better=hib, colors=colors))
+        doc.table(score_display(scores))
+    _pooled_section(doc, vs_ref, "Each arm vs the reference (NTP)",
+                    "The central comparison: each arm's final checkpoints against the reference arm "
+                    "trained with the same budget (matched: FLOPs) and, where evaluated, the "
+                    "reference's checkpoint at the arm's own step count (matched: steps). " + READING,
+                    colors)
+    _pooled_section(doc, vs_base, "Every arm vs the base model",
+                    "What training changed at all, against the base every arm started from (the "
+                    "pretrained base when there was pretraining). " + READING, colors)
+    _pooled_section(doc, thoughts, "Are Quiet-STaR's thoughts used?",
+                    "The same checkpoints evaluated without thoughts, with their own thoughts, and "
+                    "with thoughts replaced by random tokens of the same length. If corrupted "
+                    "thoughts score like real ones, the thoughts act as scaffolding, not as reasoning.",
+                    colors)
+    doc.h2("Training curves")
+    if train.empty:
+        doc.p("(no training run yet)")
+    else:
         doc.p("Against training FLOPs, so the curves line up at equal compute.")
-        _curves(doc, store, train["id"].tolist(), dict(zip(train["id"], train["objective"])), "flops")
-    for r in train[train["objective"] != "ntp"].to_dict("records"):
-        doc.h2(f"Example thoughts: {r['objective']}")
-        doc.raw(_thoughts_html(top_thoughts(store, r["id"], k=3)))
+        df = store.metrics(train["id"].tolist(), [m for m, _ in CURVES])
+        run_arm = dict(zip(train["id"], train["arm"]))
+        for metric, title in CURVES:
+            if (df["name"] == metric).any():
+                doc.fig(band_curves_figure(df, metric, run_arm, names, x="flops", title=title, colors=colors))
+    for arm, g in arm_runs.groupby("arm", sort=False):
+        if g["objective"].iloc[0] == "ntp":
+            continue
+        doc.h2(f"Example thoughts: {names.get(arm, arm)}")
+        doc.raw(_thoughts_html(top_thoughts(store, g["id"].iloc[0], k=3)))
+    doc.h2("The spec")
+    text = results.spec_text(store, experiment_id)
+    state = ex.read_state(store.data_dir, experiment_id)
+    if state.get("command"):
+        doc.p(f"Command: {state['command']}", "sub")
+    doc.raw(f"<pre class='ctx'>{_e(text)}</pre>" if text else "<p>(launched before spec files)</p>")
     doc.h2("Jobs")
-    doc.table(jobs[["id", "kind", "name", "status", "step", "max_steps", "error"]])
+    doc.table(jobs[["id", "kind", "arm", "seed", "name", "status", "step", "max_steps", "error"]])
     return doc.html()
 
 

@@ -155,15 +155,19 @@ def _csqa_gen(engine, items, spec, progress):
 
 
 def _math(engine, items, spec, progress):
+    """Exact match of the generated answer, plus the teacher-forced answer_nll and
+    solution_nll of the gold solution (lab/evaluation/teacher_forced.py) per item."""
+    from lab.evaluation import teacher_forced
     gens = engine.generate([it.prompt for it in items], max_new_tokens=spec.new_tokens(),
                            batch_size=spec.batch_size, stops=prompts.MATH_STOPS,
                            stop_regex=MATH_STOP_REGEX, progress=progress)
+    forced = teacher_forced.item_metrics(engine, items, batch_size=spec.batch_size, progress=progress)
     rows = []
-    for it, g in zip(items, gens):
+    for it, g, m in zip(items, gens, forced):
         pred = extract.extract_number(g, which="last", stops=prompts.MATH_STOPS)
         rows.append(_row(it, extract.same_number(pred, it.target), pred,
-                         {"generation": g, "question": it.meta.get("question")}))
-    return rows, {}
+                         {"generation": g, "question": it.meta.get("question"), ITEM_METRICS: m}))
+    return rows, {name: _metric([m[name] for m in forced]) for name in teacher_forced.METRICS}
 
 
 def _heldout(engine, items, spec, progress, ref_engine=None):
@@ -204,7 +208,8 @@ def _heldout(engine, items, spec, progress, ref_engine=None):
                      "target": "", "extra": {
                          "n_tokens": n, "nll_sum": sums[-1], "n_forking": fn,
                          "forking_nll_sum": fsum, "forking_nll": fsum / fn if fn else None,
-                         "entropy_mean": float(s["entropy"].mean())}})
+                         "entropy_mean": float(s["entropy"].mean()),
+                         ITEM_METRICS: {"forking_nll": fsum / fn if fn else None}}})
     tok_nll = sum(sums) / sum(counts)
     metrics = {
         "nll-token": {"score": tok_nll, "stderr": _nan_none(stats.ratio_stderr(sums, counts)),
@@ -216,6 +221,7 @@ def _heldout(engine, items, spec, progress, ref_engine=None):
                                [a - b for a, b in zip(sums, fsums)],
                                [a - b for a, b in zip(counts, fcounts)])), "n": len(rows)},
         "ppl": {"score": math.exp(min(tok_nll, 700.0)), "stderr": None, "n": len(rows)},
+        "forking_nll": _metric([r["extra"][ITEM_METRICS]["forking_nll"] for r in rows]),
     }
     info = {"tokens": int(sum(counts)), "forking_tokens": int(sum(fcounts)),
             "forking_threshold": threshold, "forking_rho": FORKING_RHO,
@@ -226,7 +232,9 @@ def _heldout(engine, items, spec, progress, ref_engine=None):
     return rows, metrics, info
 
 
-def _metric(values: list[float]) -> dict:
+def _metric(values: list[float | None]) -> dict:
+    """Mean, stderr and count of the values that exist (None: the item has no value)."""
+    values = [v for v in values if v is not None]
     return {"score": stats.mean(values), "stderr": _nan_none(stats.stderr(values)), "n": len(values)}
 
 
@@ -237,13 +245,22 @@ def _nan_none(x):
 TASKS = {"gsm8k": _gsm8k, "gsm8k-cot": _gsm8k_cot, "csqa": _csqa, "csqa-gen": _csqa_gen,
          "math-test": _math, "math-longer": _math, "math-format": _math}
 PRIMARY_METRIC = {"heldout-nll": "nll"}
+# Secondary metrics with a value per item (eval_items.extra[ITEM_METRICS]), so they pair up
+# item by item like the primary score; all are NLLs in nats (lower is better).
+ITEM_METRICS = "metrics"
+ITEM_METRIC_NAMES = {"math-test": ("answer_nll", "solution_nll"),
+                     "math-longer": ("answer_nll", "solution_nll"),
+                     "math-format": ("answer_nll", "solution_nll"), "heldout-nll": ("forking_nll",)}
+PASSES = {"gsm8k-cot": 2, "math-test": 2, "math-longer": 2, "math-format": 2}
 
 
 # ---- run_eval ---------------------------------------------------------------------------------
 def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
-             progress_callback: Callable[[float, str], None] | None = None) -> pd.DataFrame:
+             progress_callback: Callable[[float, str], None] | None = None,
+             loaded=None) -> pd.DataFrame:
     """Evaluate `spec.model` on `spec.benchmark`; write one `evals` row and its `eval_items`;
-    return the score table (primary metric first, then secondary metrics)."""
+    return the score table (primary metric first, then secondary metrics). `loaded` (a
+    lab.models.LoadedModel of spec.model) skips loading it again."""
     import torch
     from lab.models import describe, load_model
     from lab.store import git_commit, new_run_id, now, package_versions
@@ -257,12 +274,12 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
     items = load_items(spec.benchmark, spec.data, spec.limit)
     if not items:
         raise LabError(f"Benchmark {spec.benchmark} has no items to score.")
-    passes = 2 if spec.benchmark == "gsm8k-cot" else (2 if spec.reference else 1)
+    passes = PASSES.get(spec.benchmark, 2 if spec.reference else 1)
     progress = Progress(f"eval {spec.benchmark}", total=len(items) * passes, callback=progress_callback)
     progress.update(0, f"loading model {model_spec}")
 
     t0 = time.monotonic()
-    loaded = load_model(model_spec, store.data_dir, seed=spec.seed)
+    loaded = loaded or load_model(model_spec, store.data_dir, seed=spec.seed)
     model = loaded.model.to(device).eval()
     logits_fn = None
     if think is not None:
@@ -294,6 +311,7 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
     primary = PRIMARY_METRIC.get(spec.benchmark, "acc")
     config = {"spec": spec.to_dict(), "model_resolved": model_spec, "mode": bench.mode,
               "metric": primary, "higher_is_better": bench.higher_is_better,
+              "item_metrics": list(ITEM_METRIC_NAMES.get(spec.benchmark, ())),
               "prompt_version": prompts.PROMPT_VERSION, "max_new_tokens": spec.new_tokens(),
               "metrics": metrics, "info": info, "device": str(device),
               "model_info": describe(model), "timing": {
@@ -310,6 +328,35 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
         table.append({"eval_id": eval_id, "benchmark": spec.benchmark, "mode": bench.mode,
                       "metric": name, "n": m["n"], "score": m["score"], "stderr": m["stderr"]})
     return pd.DataFrame(table, columns=SCORE_COLUMNS)
+
+
+def run_eval_job(store, job_id: str, specs: list[EvalSpec],
+                 progress_callback: Callable[[float, str], None] | None = None) -> list[str]:
+    """An eval job of several benchmarks on one model (jobs.manager.submit_evals): the
+    model is loaded once; eval i gets the id `<job_id>-<benchmark>`. A benchmark that fails
+    does not stop the others; the job then fails naming it. Returns the eval ids."""
+    from lab.models import load_model, pin_steps_of
+    model = pin_steps_of(resolve_model_spec(specs[0].model, store), store.data_dir)
+    loaded = load_model(model, store.data_dir, seed=specs[0].seed)
+    sizes = [max(s.limit, 1) * PASSES.get(s.benchmark, 1) for s in specs]
+    done, ids, failed = 0, [], []
+    for spec, size in zip(specs, sizes):
+        spec.model = model
+        eval_id = f"{job_id}-{spec.benchmark}"
+        eval_id += f"-{len(ids) + len(failed)}" if eval_id in ids else ""
+
+        def part(frac: float, msg: str, before=done, size=size) -> None:
+            if progress_callback:
+                progress_callback((before + frac * size) / sum(sizes), msg)
+        try:
+            run_eval(spec, store, eval_id=eval_id, progress_callback=part, loaded=loaded)
+            ids.append(eval_id)
+        except LabError as e:
+            failed.append(f"{spec.benchmark}: {e}")
+        done += size
+    if failed:
+        raise LabError("Some benchmarks could not be evaluated:\n- " + "\n- ".join(failed))
+    return ids
 
 
 def _write(store, eval_id, run_id, model, benchmark, mode, n, score, err, created, config, rows):

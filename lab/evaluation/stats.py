@@ -127,7 +127,8 @@ def paired_summary(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
 def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[float]], *,
                       arm_seeds: Sequence | None = None, ref_seeds: Sequence | None = None,
                       n_boot: int = 4_000, seed: int = 0, level: float = 0.95,
-                      small_sample_correction: bool = True) -> dict:
+                      small_sample_correction: bool = True,
+                      item_counts: np.ndarray | None = None) -> dict:
     """Delta of an arm against a reference when each was trained with several seeds and every
     seed was scored on the same items (docs/evaluation.md, "Several seeds").
 
@@ -139,6 +140,8 @@ def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[flo
     With few seeds a bootstrap of S values underestimates their variance by (S - 1) / S; with
     `small_sample_correction` each seed's deviation from the seed mean is scaled by
     sqrt(S / (S - 1)) first, so the seed component has the unbiased variance s^2 / S.
+    `item_counts` ([n_boot, N], from item_draw_counts) reuses one item draw for several
+    comparisons on the same items, as the experiment tables do.
 
     Per-seed deltas pair arm seed s with reference seed s (labels from arm_seeds / ref_seeds,
     default 0..S-1); a single reference row pairs with every arm seed. Their sample standard
@@ -162,32 +165,40 @@ def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[flo
         return out
     if small_sample_correction:
         a, r = _inflate_seed_deviations(a), _inflate_seed_deviations(r)
-    draws = pooled_bootstrap_draws(a, r, n_boot=n_boot, seed=seed)
+    draws = pooled_bootstrap_draws(a, r, n_boot=n_boot, seed=seed, item_counts=item_counts)
     alpha = (1.0 - level) / 2
     out["ci_low"], out["ci_high"] = (float(v) for v in np.quantile(draws, [alpha, 1.0 - alpha]))
     return out
 
 
-def pooled_bootstrap_draws(a: np.ndarray, r: np.ndarray, *, n_boot: int, seed: int) -> np.ndarray:
-    """The bootstrap replicates of seed_pooled_delta (already corrected matrices).
-
-    A replicate is sum_s w_a[s] * (A @ c)[s] / N - sum_s w_r[s] * (R @ c)[s] / N, where c
-    counts how often each item was drawn and w are the seed draw frequencies: only [S, B]
-    products, never a [B, S, N] array. Items come from one generator and seeds from another,
-    so the item draws do not depend on how many seeds there are."""
-    n = a.shape[1]
-    item_rng = np.random.default_rng(seed)
-    seed_rng = np.random.default_rng([seed, 1])
-    out = np.empty(n_boot, dtype=np.float64)
+def item_draw_counts(n: int, *, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] counts: how often each of n items is drawn in each bootstrap replicate
+    (n draws with replacement per replicate), as floats ready for matrix products."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, n), dtype=np.float64)
     chunk = max(1, 2_000_000 // max(n, 1))
     for start in range(0, n_boot, chunk):
         k = min(chunk, n_boot - start)
-        idx = item_rng.integers(0, n, size=(k, n))
-        counts = np.bincount((idx + n * np.arange(k)[:, None]).ravel(), minlength=k * n).reshape(k, n)
-        ma, mr = a @ counts.T / n, r @ counts.T / n                     # [S, k] item-resampled means
-        wa, wr = _seed_weights(seed_rng, a.shape[0], k), _seed_weights(seed_rng, r.shape[0], k)
-        out[start:start + k] = (wa * ma.T).sum(1) - (wr * mr.T).sum(1)
+        idx = rng.integers(0, n, size=(k, n)) + n * np.arange(k)[:, None]
+        out[start:start + k] = np.bincount(idx.ravel(), minlength=k * n).reshape(k, n)
     return out
+
+
+def pooled_bootstrap_draws(a: np.ndarray, r: np.ndarray, *, n_boot: int, seed: int,
+                           item_counts: np.ndarray | None = None) -> np.ndarray:
+    """The bootstrap replicates of seed_pooled_delta (matrices already corrected).
+
+    A replicate is sum_s w_a[s] * (c @ A.T)[s] / N - sum_s w_r[s] * (c @ R.T)[s] / N, where c
+    counts how often each item was drawn and w are the seed draw frequencies: only [B, S]
+    products, never a [B, S, N] array. Items and seeds come from separate generators, so the
+    item draws do not depend on how many seeds there are."""
+    n = a.shape[1]
+    counts = item_draw_counts(n, n_boot=n_boot, seed=seed) if item_counts is None else item_counts
+    if counts.shape != (n_boot, n):
+        raise ValueError(f"item_counts must be [{n_boot}, {n}] (got {list(counts.shape)})")
+    seed_rng = np.random.default_rng([seed, 1])
+    wa, wr = _seed_weights(seed_rng, a.shape[0], n_boot), _seed_weights(seed_rng, r.shape[0], n_boot)
+    return ((counts @ a.T) * wa).sum(1) / n - ((counts @ r.T) * wr).sum(1) / n
 
 
 def _seed_weights(rng: np.random.Generator, s: int, k: int) -> np.ndarray:

@@ -1,0 +1,367 @@
+"""The experiment spec: one YAML file says everything an experiment does (docs/evaluation.md,
+"Experiment specs"). It is checked structurally before any job exists, stored beside the
+experiment (`<data>/experiments/<id>.yaml`) and read back by `status`, `report` and the page.
+
+    spec = load_spec("my-experiment.yaml")          # or ExperimentSpec.from_dict({...})
+    spec.validate()                                 # LabError listing every problem
+    print(spec.to_yaml())
+
+An experiment optionally pretrains the base model with NTP (one shared run, the "pretrained
+base"), then trains every arm with every seed from that checkpoint at a matched budget, and
+evaluates each checkpoint, the base and the controls on the same items.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError
+
+BUDGET_MODES = ("flops", "steps")
+DEFAULT_BENCHMARKS = ["math-test", "math-longer", "math-format", "heldout-nll"]
+DEFAULT_LIMIT = 1000            # items per benchmark: a 95 % CI on accuracy of about +-3 points
+DEFAULT_SEEDS = 3
+PRETRAIN_SEED = 1000            # distinct from the arms' seeds: on the built-in generator the
+                                # branch phase then reads other problems than the pretraining
+TITLES = {"ntp": "NTP", "quiet-star": "Quiet-STaR", "rlp": "RLP", "rpt": "RPT"}
+# RunConfig fields the experiment sets itself; `training` sections may not.
+RESERVED = ("objective", "model", "corpus", "name", "max_steps", "max_flops", "seed", "experiment",
+            "after", "checkpoint_steps_of", "params", "arm")
+ARM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass
+class Arm:
+    """One training recipe compared in the experiment; it runs once per seed."""
+    id: str                                   # short id: lowercase letters, digits, - and _
+    objective: str                            # a registered objective (lab.objectives)
+    title: str = ""                           # display name (default: the objective's)
+    params: dict[str, Any] = field(default_factory=dict)      # the objective's settings
+    training: dict[str, Any] = field(default_factory=dict)    # RunConfig overrides (e.g. rho)
+    # Evaluation thought modes besides "none" (Quiet-STaR checkpoints only); None = the
+    # default: ["thoughts", "corrupted"] for Quiet-STaR when controls.thought_modes is on.
+    thought_modes: list[str] | None = None
+
+    @property
+    def display(self) -> str:
+        return self.title or TITLES.get(self.objective, self.id)
+
+
+@dataclass
+class Pretrain:
+    """NTP pretraining of the base before the arms branch off (steps 0 = none)."""
+    steps: int = 0                            # NTP optimizer steps
+    seed: int = PRETRAIN_SEED
+    training: dict[str, Any] = field(default_factory=dict)    # RunConfig overrides for it
+
+
+@dataclass
+class Branch:
+    """The budget every arm gets after the (optional) pretraining."""
+    budget_mode: str = "flops"                # flops: the FLOPs of budget_steps NTP steps; steps
+    budget_steps: int = 20
+
+
+@dataclass
+class Evaluation:
+    benchmarks: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
+    limit: int = DEFAULT_LIMIT                # items per benchmark (0 = all of a data file)
+    limits: dict[str, int] = field(default_factory=dict)      # per-benchmark overrides
+    max_new_tokens: int = 0                   # 0 = each benchmark's default
+    batch_size: int = 16
+    data: dict[str, str] = field(default_factory=dict)        # {"gsm8k": path, "csqa": path}
+
+
+@dataclass
+class Controls:
+    thought_modes: bool = True                # Quiet-STaR arms also with real / corrupted thoughts
+    cot: bool = True                          # base model with and without CoT (needs GSM8K data)
+    matched_steps: bool = True                # flops mode: the reference at each arm's step count
+
+
+@dataclass
+class ExperimentSpec:
+    model: str                                # preset, folder, hub id or run:ID
+    arms: list[Arm]
+    title: str = ""                           # long title shown on the page and in reports
+    corpus: str = "builtin"
+    training: dict[str, Any] = field(default_factory=dict)    # RunConfig fields shared by all runs
+    pretrain: Pretrain = field(default_factory=Pretrain)
+    branch: Branch = field(default_factory=Branch)
+    reference: str = ""                       # the arm others are compared with (default: NTP)
+    seeds: list[int] = field(default_factory=lambda: list(range(DEFAULT_SEEDS)))
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    controls: Controls = field(default_factory=Controls)
+
+    # ---- reading and writing ---------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "spec") -> "ExperimentSpec":
+        """Build from a mapping (YAML); raises LabError naming every key that is unknown or of
+        the wrong type. `seeds: 3` means seeds [0, 1, 2]."""
+        problems: list[str] = []
+        if isinstance(data, dict) and isinstance(data.get("seeds"), int) and not isinstance(data["seeds"], bool):
+            data = {**data, "seeds": list(range(data["seeds"])) if data["seeds"] >= 1 else data["seeds"]}
+        spec = _build(cls, data, "", problems)
+        if problems:
+            raise LabError(f"Invalid experiment spec ({source}):\n- " + "\n- ".join(problems))
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+
+    # ---- derived ---------------------------------------------------------------------------
+    def arm(self, arm_id: str) -> Arm:
+        return next(a for a in self.arms if a.id == arm_id)
+
+    @property
+    def reference_arm(self) -> str:
+        """The arm every other arm is compared with: `reference`, else the first NTP arm, else
+        the first arm."""
+        if self.reference:
+            return self.reference
+        return next((a.id for a in self.arms if a.objective == "ntp"), self.arms[0].id if self.arms else "")
+
+    def thought_modes_of(self, arm: Arm) -> list[str]:
+        if arm.thought_modes is not None:
+            return list(arm.thought_modes)
+        return ["thoughts", "corrupted"] if arm.objective == "quiet-star" and self.controls.thought_modes else []
+
+    def limit_of(self, benchmark: str) -> int:
+        return int(self.evaluation.limits.get(benchmark, self.evaluation.limit))
+
+    def titles(self) -> dict[str, str]:
+        """Arm id -> display title, plus the base model's."""
+        base = "pretrained base" if self.pretrain.steps else "base model"
+        return {"base": base, **{a.id: a.display for a in self.arms}}
+
+    # ---- checks ----------------------------------------------------------------------------
+    def problems(self, data_dir: str | Path | None = None) -> list[str]:
+        """Everything wrong with the spec that can be told quickly (no model weights, no
+        corpus read): settings, arms and their objective settings, benchmarks and their data
+        files. The model is checked here when that is cheap (a preset, a run, a folder);
+        a hub id is checked by the experiment's first job."""
+        from lab.evaluation import BENCHMARKS, THOUGHT_MODES
+        from lab.evaluation.benchmarks import check_data
+        from lab.evaluation.spec import MAX_NEW_TOKENS_LIMIT
+        out: list[str] = []
+        out += _model_problems(self.model, data_dir)
+        if not str(self.corpus).strip():
+            out.append("corpus is empty: use 'builtin', a .txt/.jsonl/.parquet file or hf:NAME")
+        elif not _builtin_or_hf(self.corpus) and not Path(self.corpus).expanduser().exists():
+            out.append(f"corpus {self.corpus!r} is neither 'builtin', an hf:NAME dataset nor an existing file")
+        for where, section in (("training", self.training), ("pretrain.training", self.pretrain.training)):
+            out += _training_problems(where, section)
+        shared = _config_problems(self.training, "ntp", {}, self.model)
+        out += [f"training: {p}" for p in shared]
+        out += [f"pretrain.training: {p}" for p in
+                _config_problems({**self.training, **self.pretrain.training}, "ntp", {}, self.model)
+                if p not in shared]
+        if self.pretrain.steps < 0:
+            out.append(f"pretrain.steps must be >= 0, 0 = no pretraining (got {self.pretrain.steps})")
+        if self.branch.budget_mode not in BUDGET_MODES:
+            out.append(f"branch.budget_mode must be one of {', '.join(BUDGET_MODES)} (got {self.branch.budget_mode!r})")
+        if self.branch.budget_steps < 1:
+            out.append(f"branch.budget_steps must be at least 1 (got {self.branch.budget_steps})")
+        if not self.arms:
+            out.append("arms is empty: list at least one arm (id, objective)")
+        ids = [a.id for a in self.arms]
+        out += [f"arm id {i!r} is used twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
+        for n, arm in enumerate(self.arms):
+            where = f"arms[{n}] ({arm.id})"
+            if not ARM_ID.match(arm.id) or arm.id == "base":
+                out.append(f"{where}: id must be 1-40 lowercase letters, digits, '-' or '_' and not 'base'")
+            out += _training_problems(f"{where}.training", arm.training)
+            out += [f"{where}: {p}" for p in _config_problems({**self.training, **arm.training},
+                                                              arm.objective, arm.params, self.model)
+                    if p not in shared]
+            for m in self.thought_modes_of(arm):
+                if m not in THOUGHT_MODES or m == "none":
+                    out.append(f"{where}.thought_modes: {m!r} is not one of thoughts, corrupted")
+                elif arm.objective != "quiet-star":
+                    out.append(f"{where}.thought_modes: thought modes need a Quiet-STaR arm "
+                               f"(this arm trains {arm.objective})")
+        if self.reference and self.reference not in ids:
+            out.append(f"reference {self.reference!r} is not an arm id ({', '.join(ids) or 'none'})")
+        if not self.seeds:
+            out.append("seeds is empty: give a count (3) or a list of seeds ([0, 1, 2])")
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            out.append(f"seeds must be distinct numbers >= 0 (got {self.seeds})")
+        ev = self.evaluation
+        unknown = [b for b in ev.benchmarks if b not in BENCHMARKS]
+        if unknown or not ev.benchmarks:
+            out.append(f"evaluation.benchmarks: unknown or none {unknown}; choose from {', '.join(BENCHMARKS)}")
+        extra_limits = sorted(set(ev.limits) - set(ev.benchmarks))
+        if extra_limits:
+            out.append(f"evaluation.limits names benchmarks that are not evaluated: {', '.join(extra_limits)}")
+        for name, v in [("limit", ev.limit)] + [(f"limits.{b}", v) for b, v in ev.limits.items()]:
+            if v < 0:
+                out.append(f"evaluation.{name} must be >= 0, 0 = all items (got {v})")
+        if not 1 <= ev.batch_size <= 1024:
+            out.append(f"evaluation.batch_size must be between 1 and 1024 (got {ev.batch_size})")
+        if not 0 <= ev.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            out.append(f"evaluation.max_new_tokens must be between 0 and {MAX_NEW_TOKENS_LIMIT} (got {ev.max_new_tokens})")
+        bad_families = sorted(set(ev.data) - {"gsm8k", "csqa"})
+        if bad_families:
+            out.append(f"evaluation.data: unknown data kind(s) {bad_families}; use gsm8k and csqa")
+        for b in [b for b in ev.benchmarks if b in BENCHMARKS]:
+            out += [f"evaluation: {p}" for p in check_data(b, self.data_for(b))]
+        return out
+
+    def data_for(self, benchmark: str) -> str | None:
+        """The data file of a benchmark (None: the built-in generator)."""
+        from lab.evaluation import BENCHMARKS
+        family = BENCHMARKS[benchmark].data
+        return self.evaluation.data.get(family) if family in ("gsm8k", "csqa") else None
+
+    def validate(self, data_dir: str | Path | None = None) -> "ExperimentSpec":
+        probs = self.problems(data_dir)
+        if probs:
+            raise LabError("Invalid experiment spec:\n- " + "\n- ".join(probs))
+        return self
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read a spec file (YAML or JSON); LabError when it cannot be read or is malformed."""
+    import yaml
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise LabError(f"Experiment spec {p} does not exist (or is not a file).")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise LabError(f"Experiment spec {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+    return ExperimentSpec.from_dict(data, source=str(p))
+
+
+def presets() -> dict[str, Path]:
+    """Preset id -> spec file (lab/experiments/presets/<id>.yaml)."""
+    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
+
+
+def load_preset(preset_id: str) -> ExperimentSpec:
+    found = presets()
+    if preset_id not in found:
+        raise LabError(f"Unknown experiment preset {preset_id!r}; choose one of {', '.join(found)}.")
+    return load_spec(found[preset_id])
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def _builtin_or_hf(corpus: str) -> bool:
+    return corpus.strip() in ("builtin", "builtin:math") or corpus.startswith("hf:")
+
+
+def _model_problems(model: str, data_dir) -> list[str]:
+    """The model check when it is cheap; a hub id (slow, needs the network) is left to the job."""
+    from lab.models import PRESETS, check_model_spec
+    model = (model or "").strip()
+    if not model:
+        return ["model is empty: give a preset (e.g. tiny-random), a folder, a hub id or run:ID"]
+    local = model in PRESETS or model.startswith(("run:", ".", "/", "~")) or Path(model).expanduser().exists()
+    if not local:
+        return []
+    try:
+        check_model_spec(model, data_dir or "data")
+    except LabError as e:
+        return [f"model: {e}"]
+    return []
+
+
+def _training_problems(where: str, section: dict[str, Any]) -> list[str]:
+    from lab.config import RunConfig
+    known = {f.name for f in fields(RunConfig)} - set(RESERVED)
+    out = []
+    reserved = sorted(set(section) & set(RESERVED))
+    if reserved:
+        out.append(f"{where}: {', '.join(reserved)} cannot be set here (the experiment sets them)")
+    unknown = sorted(set(section) - known - set(RESERVED))
+    if unknown:
+        out.append(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return out
+
+
+def _config_problems(training: dict[str, Any], objective: str, params: dict[str, Any],
+                     model: str) -> list[str]:
+    """RunConfig.validate's messages for these settings (reserved or unknown keys are
+    reported by _training_problems), one string per problem."""
+    from lab.config import RunConfig
+    known = {f.name for f in fields(RunConfig)} - set(RESERVED)
+    try:
+        RunConfig.from_dict({**{k: v for k, v in training.items() if k in known},
+                             "objective": objective, "model": model, "params": params}).validate()
+    except LabError as e:
+        text = str(e)
+        return [b.strip() for b in (text.split("\n- ")[1:] if "\n- " in text else [text])]
+    return []
+
+
+def _build(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    """`value` (from YAML) as type `tp`: dataclasses field by field, lists, dicts, scalars.
+    Appends a message naming the key to `problems` for every mismatch."""
+    where = path or "the spec"
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{where} must be a mapping of settings (got {type(value).__name__})")
+            return None
+        hints = typing.get_type_hints(tp)
+        known = [f.name for f in fields(tp)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(known)}")
+        kwargs = {}
+        for f in fields(tp):
+            sub = f"{path}.{f.name}" if path else f.name
+            if f.name in value and value[f.name] is not None:
+                kwargs[f.name] = _build(hints[f.name], value[f.name], sub, problems)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{sub} is missing")
+                kwargs[f.name] = None
+        try:
+            return tp(**kwargs)
+        except TypeError as e:        # only after a reported problem
+            problems.append(f"{where}: {e}")
+            return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _build(next(a for a in args if a is not type(None)), value, path, problems)
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{where} must be a list (got {value!r})")
+            return []
+        return [_build(args[0], v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where} must be a mapping (got {value!r})")
+            return {}
+        return {str(k): _build(args[1], v, f"{path}.{k}", problems) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where} must be true or false (got {value!r})")
+        return bool(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where} must be a whole number (got {value!r})")
+            return 0
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where} must be a number (got {value!r})")
+            return 0.0
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            problems.append(f"{where} must be text (got {value!r})")
+            return ""
+        return str(value)
+    return value
