@@ -22,7 +22,7 @@ from lab.errors import LabError
 from lab.experiments import results
 from lab.experiments.compare import compare_pairs, seed_pairs
 from lab.experiments.summary import experiment_summary
-from lab.figures import (arm_colors, band_curves_figure, curves_figure, deltas_figure,  # noqa: F401
+from lab.figures import (BAND, arm_colors, band_curves_figure, curves_figure, deltas_figure,  # noqa: F401
                          pooled_deltas_figure, seed_scores_figure)
 from lab.progress import Callback, Progress
 from lab.store import Store
@@ -359,6 +359,8 @@ def experiment_report_html(store: Store, experiment_id: str, progress: Callback 
         if n_min < 100:
             doc.p(f"Only {n_min} items per benchmark (or fewer): confidence intervals are wide, so "
                   "read this as a smoke test unless the differences are large.", "note")
+        doc.p(f"Bars: the mean over seeds; whiskers: {BAND}; dots: each seed. The table lists "
+              "every seed's score.")
         for hib in (True, False):
             if (scores["higher_is_better"] == hib).any():
                 doc.fig(seed_scores_figure(scores, higher_is_better=hib, colors=colors))
@@ -380,7 +382,8 @@ def experiment_report_html(store: Store, experiment_id: str, progress: Callback 
     if train.empty:
         doc.p("(no training run yet)")
     else:
-        doc.p("Against training FLOPs, so the curves line up at equal compute.")
+        doc.p(f"Against training FLOPs, so the curves line up at equal compute. Line: the mean "
+              f"over seeds; band: {BAND}.")
         df = store.metrics(train["id"].tolist(), [m for m, _ in CURVES])
         run_arm = dict(zip(train["id"], train["arm"]))
         for metric, title in CURVES:

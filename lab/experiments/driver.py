@@ -2,7 +2,7 @@
 
 `launch(spec)` returns at once: it checks the spec structurally, stores it as
 `<data>/experiments/<id>.yaml` with a state file `<id>.json`, and starts the experiment's
-driver, a detached process (`python -m lab.experiments.driver ID`). The driver does the slow
+driver, a detached process (`python -m lab.experiments ID`). The driver does the slow
 checks (model, corpus, FLOP budget), records every job as queued, then starts each job's
 supervisor once the jobs it waits for have ended, a few at a time. So a 150-job experiment
 never has 150 processes waiting, and the queue runs in plan order: the pretraining, the
@@ -87,7 +87,7 @@ def start_driver(exp_id: str, data_dir: str | Path) -> int:
     from jobs.manager import ROOT, _child_env
     log = experiments_dir(data_dir) / f"{exp_id}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lab.experiments.driver", exp_id,
+        proc = subprocess.Popen([sys.executable, "-m", "lab.experiments", exp_id,
                                  "--data-dir", str(data_dir)], cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=_child_env())
@@ -269,6 +269,3 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return drive(args.exp_id, args.data_dir)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
