@@ -42,8 +42,10 @@ def _order(values: Iterable[str]) -> list[str]:
 
 def seed_scores_figure(scores: pd.DataFrame, *, higher_is_better: bool = True,
                        colors: dict[str, str] | None = None, title: str = "Score per benchmark") -> go.Figure:
-    """Bars: the mean over seeds of each arm (and control) per benchmark; whiskers: min–max
-    across seeds; dots: each seed's score. `scores`: lab.experiments.results.score_table."""
+    """The mean over seeds of each arm (and control) per benchmark, whiskers min–max across
+    seeds, and each seed's score as a dot. Accuracies as bars from 0; NLLs (lower is better,
+    close together) as markers, so small differences stay visible.
+    `scores`: lab.experiments.results.score_table."""
     df = scores[scores["higher_is_better"] == higher_is_better].copy()
     df["x"] = [b if p else f"{b} · {m}" for b, m, p in zip(df["benchmark"], df["metric"], df["primary"])]
     colors = colors or arm_colors(df["arm"])
@@ -52,16 +54,22 @@ def seed_scores_figure(scores: pd.DataFrame, *, higher_is_better: bool = True,
         arm, tm = g["arm"].iloc[0], str(g["thought_mode"].iloc[0])
         color = colors.get(arm, "#607d8b")
         pale = bool(g["matched"].iloc[0])                     # a matched-steps checkpoint
-        fig.add_trace(go.Bar(
-            x=g["x"], y=g["mean"], name=label, legendgroup=label,
+        common = dict(
+            x=g["x"], y=g["mean"], name=label, legendgroup=label, offsetgroup=label,
             error_y=dict(type="data", symmetric=False, array=(g["max"] - g["mean"]).fillna(0),
                          arrayminus=(g["mean"] - g["min"]).fillna(0), visible=True),
-            marker=dict(color=color, pattern_shape=PATTERNS.get(tm, ""), opacity=0.5 if pale else 1.0),
             customdata=pd.DataFrame({"sd": g["sd"], "k": g["n_seeds"], "n": g["n"],
                                      "lo": g["min"], "hi": g["max"]}).to_numpy(),
             hovertemplate=f"<b>{html.escape(str(label))}</b><br>%{{x}}: mean %{{y:.3f}} over "
                           "%{customdata[1]} seed(s)<br>min %{customdata[3]:.3f}, max %{customdata[4]:.3f}, "
-                          "sd %{customdata[0]:.3f}<br>n = %{customdata[2]} items<extra></extra>"))
+                          "sd %{customdata[0]:.3f}<br>n = %{customdata[2]} items<extra></extra>")
+        if higher_is_better:
+            fig.add_trace(go.Bar(**common, marker=dict(color=color, pattern_shape=PATTERNS.get(tm, ""),
+                                                       opacity=0.5 if pale else 1.0)))
+        else:
+            fig.add_trace(go.Scatter(**common, mode="markers", marker=dict(
+                color=color, size=12, opacity=0.5 if pale else 1.0,
+                symbol={"thoughts": "diamond", "corrupted": "x"}.get(tm, "square"))))
         pts = g.explode(["scores", "seeds"])
         if len(pts) > len(g):                                  # several seeds: show each one
             fig.add_trace(go.Scatter(
@@ -71,12 +79,17 @@ def seed_scores_figure(scores: pd.DataFrame, *, higher_is_better: bool = True,
                 customdata=pts["seeds"].to_numpy(),
                 hovertemplate=f"{html.escape(str(label))} seed %{{customdata}}: %{{y:.3f}}<extra></extra>"))
     fig.update_xaxes(categoryorder="array", categoryarray=_order(df["x"]))
+    shape = "bars" if higher_is_better else "markers"
     unit = "accuracy" if higher_is_better else "NLL (nats, lower is better)"
-    fig.update_layout(title=f"{title} (bars: mean over seeds; whiskers: {BAND})", barmode="group",
+    fig.update_layout(title=f"{title} ({shape}: mean over seeds; whiskers: {BAND})", barmode="group",
                       scattermode="group", height=400, yaxis_title=unit,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.15))
     if higher_is_better:
         fig.update_yaxes(rangemode="tozero")
+    elif not df.empty:                                      # zoom on the values, not on 0
+        lo, hi = float(df["min"].min()), float(df["max"].max())
+        pad = max((hi - lo) * 0.15, 1e-3)
+        fig.update_yaxes(range=[lo - pad, hi + pad])
     return fig
 
 

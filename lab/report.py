@@ -214,7 +214,9 @@ def _pooled_section(doc: _Doc, d: pd.DataFrame, title: str, what: str, colors: d
     if d.empty:
         doc.p("(no comparison available yet)")
         return
-    doc.fig(pooled_deltas_figure(d, title, colors))
+    for primary, what in ((True, ""), (False, " — sensitive metrics (NLL, lower is better)")):
+        if (d["primary"] == primary).any():
+            doc.fig(pooled_deltas_figure(d[d["primary"] == primary], title + what, colors))
     doc.table(pooled_table(d))
 
 
@@ -379,6 +381,7 @@ def experiment_report_html(store: Store, experiment_id: str, progress: Callback 
                     "thoughts score like real ones, the thoughts act as scaffolding, not as reasoning.",
                     colors)
     doc.h2("Training curves")
+    train = arm_runs                                     # the arms; the pretraining is not on this axis
     if train.empty:
         doc.p("(no training run yet)")
     else:

@@ -1,11 +1,11 @@
-"""Benchmarks: results of experiments (scores, paired deltas vs the base model and vs NTP,
-the Quiet-STaR thought control, flipped items), HTML report export, a single-evaluation
-form, the experiment launcher and the exact prompts. Numbers come from lab.experiments,
-figures and reports from lab.report."""
+"""Benchmarks: results of experiments (the answer in words, one progress bar, scores across
+seeds, seed-pooled deltas vs the reference arm and vs the base model, the Quiet-STaR thought
+control, training curves with seed bands, flipped items), HTML report export, a
+single-evaluation form, the experiment launcher and the exact prompts. Numbers come from
+lab.experiments, figures from lab.figures, readable tables from lab.report."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -16,35 +16,47 @@ from lab import report
 from lab.errors import LabError
 from lab.evaluation import BENCHMARKS, THOUGHT_MODES, EvalSpec, prompts
 from lab.evaluation.runner import run_id_of
+from lab.experiments import results as xr
+from lab.experiments.summary import experiment_summary
+from lab.figures import arm_colors, band_curves_figure, pooled_deltas_figure, seed_scores_figure
 from lab.models import PRESETS as MODEL_PRESETS
-from lab.objectives import available
 from lab.store import ACTIVE
 from pages.common import PROGRESS, data_dir, reap, rerun_when_changed, run_label, store, with_progress
+from pages.experiment_form import experiment_form
 
 st.title("Benchmarks")
 st.caption("Does token-level reasoning during pretraining beat plain next-token prediction at the "
-           "same compute? Scores on the same items, paired deltas with 95 % bootstrap intervals "
-           "and McNemar tests, and the items that flipped.")
+           "same compute? Scores on the same items, with several seeds per arm; deltas pooled over "
+           "seeds and items with 95 % intervals, and whether they exceed the seed-to-seed spread.")
 
 SCORE = st.column_config.NumberColumn(format="%.3f")
 FLOPS = st.column_config.NumberColumn(format="%.3e")
+CURVES = [("loss", "Training loss"), ("entropy/mean", "Mean next-token entropy (nats)"),
+          ("reward/mean", "Mean thought reward"), ("loss/mixed_nll", "NLL with thoughts")]
 
 
 # ---- cached computations (an eval never changes once written: key on the eval ids) ----------
-@st.cache_data(max_entries=64, show_spinner=False)
-def _deltas(exp: str, against: str, evals: tuple[str, ...]) -> pd.DataFrame:
-    return ex.deltas(store(), exp, against)
+@st.cache_data(max_entries=32, show_spinner="Pooling seeds and items…")
+def _pooled(exp: str, against: str, evals: tuple[str, ...]) -> pd.DataFrame:
+    return ex.pooled_deltas(store(), exp, against)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=32, show_spinner=False)
 def _thought_deltas(exp: str, evals: tuple[str, ...]) -> pd.DataFrame:
     return ex.thought_deltas(store(), exp)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _summary(exp: str, evals: tuple[str, ...], jobs: tuple) -> list[str]:
+    return experiment_summary(store(), exp, vs_reference=_pooled(exp, "reference", evals),
+                              thoughts=_thought_deltas(exp, evals))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _compare_pair(eval_ref: str, eval_id: str) -> pd.DataFrame:
     """Evals never change once written: their bootstrap comparison is cached."""
-    rows = {r["eval_id"]: r for r in ex.results_for_evals(store(), [eval_ref, eval_id]).to_dict("records")}
+    rows = {r["eval_id"]: r for r in ex.results_for_evals(store(), [eval_ref, eval_id]).to_dict("records")
+            if r["primary"]}
     return ex.compare_pairs(store(), [(rows[eval_ref], rows[eval_id])])
 
 
@@ -55,70 +67,100 @@ def _flipped(eval_ref: str, eval_id: str) -> pd.DataFrame:
 
 # ---- results ------------------------------------------------------------------------------------
 def experiment_status(exp: str) -> None:
+    """One progress bar with an ETA for the whole experiment, and its jobs."""
     @st.fragment(run_every="2s")
-    def table() -> None:
+    def live() -> None:
         reap()
+        p = ex.experiment_progress(store(), exp)
+        if p.state == "failed":
+            st.error(f"The experiment could not start: {p.error}")
+            return
+        eta = f" · ETA {p.eta_s / 60:.0f} min" if p.eta_s and p.state == "running" else ""
+        st.progress(p.fraction, text=f"{p.fraction:.0%} of the estimated work done{eta} · {p.message()}")
+        if p.stalled:
+            st.warning("The experiment's driver stopped before starting every job.")
+            if st.button("Resume the experiment", key=f"bm_resume_{exp}"):
+                ex.resume(exp, data_dir())
         jobs = ex.experiment_runs(store(), exp)
-        n_active = int(jobs["status"].isin(ACTIVE).sum())
-        st.dataframe(with_progress(jobs)[["id", "kind", "name", "status", "progress", "step",
-                                          "max_steps", "error"]],
-                     hide_index=True, width="stretch", column_config={"progress": PROGRESS})
-        st.caption(f"{n_active} job(s) still queued or running." if n_active else "All jobs ended.")
-        rerun_when_changed(f"bm_sig_{exp}", tuple(zip(jobs["id"], jobs["status"])))
-
-    jobs = ex.experiment_runs(store(), exp)
-    done = int((jobs["status"] == "finished").sum())
-    with st.expander(f"Status: {done} of {len(jobs)} jobs finished",
-                     expanded=bool(jobs["status"].isin(ACTIVE).any() or (jobs["status"] == "failed").any())):
-        table()
+        with st.expander(f"Jobs ({len(jobs)})", expanded=bool((jobs["status"] == "failed").any())):
+            st.dataframe(with_progress(jobs)[["id", "kind", "arm", "seed", "benchmarks", "status",
+                                              "progress", "phase", "error"]],
+                         hide_index=True, width="stretch", column_config={"progress": PROGRESS})
+        rerun_when_changed(f"bm_sig_{exp}", (p.state, tuple(zip(jobs["id"], jobs["status"]))))
+    live()
 
 
-def score_charts(res: pd.DataFrame, key: str) -> None:
-    for hib in (True, False):
-        if (res["higher_is_better"] == hib).any():
-            st.plotly_chart(report.scores_figure(res, higher_is_better=hib), width="stretch",
-                            key=f"{key}_scores_{hib}")
-    with st.expander("Scores table"):
-        st.dataframe(res[["label", "benchmark", "mode", "thought_mode", "score", "stderr", "n",
-                          "steps", "flops", "eval_id"]],
-                     hide_index=True, width="stretch",
-                     column_config={"score": SCORE, "stderr": SCORE, "flops": FLOPS})
-
-
-def delta_view(d: pd.DataFrame, title: str, key: str) -> None:
-    if d.empty:
-        st.info("No paired comparison yet: it needs both evals of a benchmark to have finished.")
+def design(exp: str) -> None:
+    spec = ex.stored_spec(data_dir(), exp)
+    state = ex.read_state(data_dir(), exp)
+    if spec is None:
         return
-    st.plotly_chart(report.deltas_figure(d, title), width="stretch", key=key)
-    small = {c: st.column_config.NumberColumn(c, format="%.3f", width="small")
-             for c in ("ref score", "score", "delta", "CI low", "CI high")}
-    small |= {c: st.column_config.NumberColumn(c, width="small") for c in ("n", "right→wrong", "wrong→right")}
-    st.dataframe(report.delta_table(d), hide_index=True, width="stretch",
-                 column_config=small | {"McNemar p": st.column_config.NumberColumn(format="%.3g", width="small")})
+    st.caption(f"**{spec.title or exp}** · model `{spec.model}` · "
+               + (f"pretraining {spec.pretrain.steps} NTP steps · " if spec.pretrain.steps else "no pretraining · ")
+               + f"{len(spec.arms)} arms × {len(spec.seeds)} seeds · budget {spec.branch.budget_steps} "
+               f"NTP steps ({spec.branch.budget_mode}) · " + ", ".join(spec.evaluation.benchmarks))
+    with st.expander("The spec (YAML) and its command"):
+        if state.get("command"):
+            st.code(state["command"], language="bash")
+        text = xr.spec_text(store(), exp)
+        st.code(text, language="yaml")
+        st.download_button("Download the spec", text, file_name=f"{exp}.yaml", key=f"bm_spec_{exp}",
+                           icon=":material/download:", on_click="ignore")
 
 
-def drill_down(comparisons: pd.DataFrame, key: str) -> None:
-    """Pick one comparison; list the items it flipped, with prompt, target and both outputs."""
+def score_charts(scores: pd.DataFrame, colors: dict[str, str], key: str) -> None:
+    for hib in (True, False):
+        if (scores["higher_is_better"] == hib).any():
+            st.plotly_chart(seed_scores_figure(scores, higher_is_better=hib, colors=colors),
+                            width="stretch", key=f"{key}_scores_{hib}")
+    with st.expander("Scores table (every seed)"):
+        st.dataframe(report.score_display(scores), hide_index=True, width="stretch",
+                     column_config={c: SCORE for c in ("mean", "sd", "min", "max")})
+
+
+def pooled_view(d: pd.DataFrame, title: str, colors: dict[str, str], key: str) -> None:
+    """Forest plots (the benchmarks' own scores, then the sensitive NLL metrics) and the table."""
+    if d.empty:
+        st.info("No comparison yet: it needs both sides' evals of a benchmark to have finished.")
+        return
+    for primary, what in ((True, ""), (False, " — sensitive metrics (NLL, lower is better)")):
+        part = d[d["primary"] == primary]
+        if not part.empty:
+            st.plotly_chart(pooled_deltas_figure(part, title + what, colors), width="stretch",
+                            key=f"{key}_{primary}")
+    st.dataframe(report.pooled_table(d), hide_index=True, width="stretch",
+                 column_config={c: SCORE for c in ("delta", "CI low", "CI high", "seed sd")})
+
+
+def drill_down(pooled: pd.DataFrame, res: pd.DataFrame, key: str) -> None:
+    """Pick a comparison and a seed; list the items it flipped, with prompt, target and outputs."""
     st.subheader("Items that flipped")
-    binary = comparisons[comparisons["n_right_to_wrong"].notna()]
-    if binary.empty:
+    acc = pooled[pooled["primary"] & (pooled["metric"] == "acc")]
+    if acc.empty:
         st.caption("No accuracy comparison to drill into yet.")
         return
-    rows = binary.to_dict("records")
+    rows = acc.to_dict("records")
     i = st.selectbox("Comparison", range(len(rows)), key=f"{key}_cmp",
                      format_func=lambda j: f"{rows[j]['label']} vs {rows[j]['reference']} · "
-                                           f"{rows[j]['benchmark']} ({rows[j]['delta']:+.3f}; "
-                                           f"{int(rows[j]['n_right_to_wrong'])} right→wrong, "
-                                           f"{int(rows[j]['n_wrong_to_right'])} wrong→right)")
-    r = rows[i]
-    items = _flipped(r["eval_ref"], r["eval_id"])
+                                           f"{rows[j]['benchmark']} [{rows[j]['matched']}]")
+    pairs = ex.seed_pairs(rows[i], res)
+    if not pairs:
+        return
+    k = st.selectbox("Seed", range(len(pairs)), key=f"{key}_seed",
+                     format_func=lambda j: f"seed {pairs[j][1]['seed']}")
+    ref, row = pairs[k]
+    single = _compare_pair(ref["eval_id"], row["eval_id"])
+    if not single.empty:
+        st.dataframe(report.delta_table(single), hide_index=True, width="stretch",
+                     column_config={"McNemar p": st.column_config.NumberColumn(format="%.3g")})
+    items = _flipped(ref["eval_id"], row["eval_id"])
     if items.empty:
         st.caption("No item changed its outcome.")
         return
     for direction in ("right→wrong", "wrong→right"):
         part = items[items["direction"] == direction].rename(
-            columns={"prediction_ref": f"{r['reference']} said", "prediction": f"{r['label']} said",
-                     "output_ref": f"{r['reference']} wrote", "output": f"{r['label']} wrote"})
+            columns={"prediction_ref": f"{ref['label']} said", "prediction": f"{row['label']} said",
+                     "output_ref": f"{ref['label']} wrote", "output": f"{row['label']} wrote"})
         st.markdown(f"**{direction}** ({len(part)} item{'' if len(part) == 1 else 's'})")
         if not part.empty:
             st.dataframe(part.drop(columns="direction"), hide_index=True, width="stretch",
@@ -128,6 +170,7 @@ def drill_down(comparisons: pd.DataFrame, key: str) -> None:
 def report_download(kind: str, ident: str, key: str) -> None:
     """One click exports: the report is built section by section (progress with ETA) and saved
     under <data>/exports/; the browser download is then offered for the saved file."""
+    from pathlib import Path
     lab_store = store()
     build = report.experiment_report_html if kind == "experiment" else report.run_report_html
     file_name = report.report_file_name(kind, ident)
@@ -155,7 +198,8 @@ def report_download(kind: str, ident: str, key: str) -> None:
 def export_buttons(exp: str | None, key: str) -> None:
     st.subheader("Export")
     st.caption("A self-contained HTML report (charts included, opens offline) for people who "
-               "will not open the lab. Also from the command line: `python -m lab report ID`.")
+               "will not open the lab. Also from the command line: `python -m lab experiment report "
+               "ID` or `python -m lab report ID`.")
     c1, c2 = st.columns(2)
     if exp:
         with c1:
@@ -175,7 +219,7 @@ def export_buttons(exp: str | None, key: str) -> None:
 def experiment_view() -> None:
     exps = ex.experiments(store())
     if exps.empty:
-        st.info("No experiment yet. Start one under **Launch an experiment** below (the quick CPU "
+        st.info("No experiment yet. Start one under **Launch an experiment** (the quick CPU "
                 "preset takes a few minutes), or look at individual evals.")
         return
     recs = {r["id"]: r for r in exps.to_dict("records")}
@@ -183,78 +227,92 @@ def experiment_view() -> None:
     wanted = st.query_params.get("experiment")
     exp = st.selectbox("Experiment", ids, index=ids.index(wanted) if wanted in ids else 0,
                        key="bm_experiment",
-                       format_func=lambda i: f"{i} · {recs[i]['model'] or '?'} · {recs[i]['objectives'] or 'evals only'}"
+                       format_func=lambda i: f"{i} · {recs[i]['title'] or recs[i]['model'] or '?'}"
                                              + (f" · {int(recs[i]['active'])} active" if recs[i]["active"] else ""))
+    design(exp)
     experiment_status(exp)
+    res = ex.experiment_results(store(), exp)
+    jobs = ex.experiment_runs(store(), exp)
+    names = ex.titles(store(), exp)
+    colors = arm_colors([*names, *jobs["arm"]])
+    sig = tuple(res["eval_id"].unique()) if not res.empty else ()
+    if not res.empty:
+        st.subheader("The answer")
+        done = tuple(jobs["status"])
+        st.markdown("\n".join(f"- {line}" for line in _summary(exp, sig, done)))
     compute = ex.compute_table(store(), exp)
     if not compute.empty:
         st.subheader("Compute: what was matched")
         budget = compute["budget_flops"].max()
-        st.caption(f"Every run stopped at a budget of {budget:.3g} training FLOPs (NTP's cost of the "
-                   "budget steps); costlier objectives take fewer steps, and a run may overshoot by "
-                   "its last step. ntp@STEP rows below are NTP's checkpoint at another objective's "
-                   "step count: the matched-steps comparison." if budget else
-                   "Every run did the same number of steps; their FLOPs differ.")
-        st.dataframe(compute[["objective", "status", "steps", "flops", "budget_flops", "budget_share",
-                              "flops_per_step", "run_id"]], hide_index=True, width="stretch",
+        st.caption(f"Every arm stopped at a budget of {budget:.3g} training FLOPs per run (NTP's cost "
+                   "of the budget steps); costlier objectives take fewer steps. '@ steps of X' rows "
+                   "below are NTP's checkpoint at X's step count, same seed: the matched-steps "
+                   "comparison." if budget else "Every run did the same number of steps; their FLOPs differ.")
+        st.dataframe(compute[["arm", "seed", "objective", "status", "steps", "flops", "budget_flops",
+                              "budget_share", "flops_per_step", "run_id"]], hide_index=True, width="stretch",
                      column_config={"flops": st.column_config.NumberColumn("FLOPs", format="%.3e"),
                                     "budget_flops": st.column_config.NumberColumn("budget (FLOPs)", format="%.3e"),
                                     "flops_per_step": st.column_config.NumberColumn("FLOPs per step", format="%.3e"),
                                     "budget_share": st.column_config.NumberColumn("share of budget",
                                                                                   format="%.2f")})
-    res = ex.experiment_results(store(), exp)
     if res.empty:
         st.info("No evaluation of this experiment has finished yet: results appear here as the "
                 "eval jobs end.")
         export_buttons(exp, "bm")
         return
-    sig = tuple(res["eval_id"])
     st.subheader("Scores")
-    score_charts(res, "bm")
+    score_charts(xr.score_table(res), colors, "bm")
 
-    st.subheader("Deltas")
-    against = st.radio("Compared with", ["ntp", "base"], horizontal=True, key="bm_against",
-                       format_func={"ntp": "NTP (same FLOPs; ntp@STEP = same steps)",
-                                    "base": "base model (untrained)"}.get)
-    d = _deltas(exp, against, sig)
-    delta_view(d, f"Paired deltas vs {'NTP' if against == 'ntp' else 'the base model'}", "bm_deltas")
-    if against == "base":
-        st.caption("Row `base · gsm8k-cot vs base` (when GSM8K is in the experiment) is the "
-                   "latent-reasoning control: the untrained model with chain-of-thought prompting.")
+    st.subheader("Deltas, pooled over seeds")
+    against = st.radio("Compared with", ["reference", "base"], horizontal=True, key="bm_against",
+                       format_func={"reference": "the reference arm (NTP; same FLOPs, and same steps)",
+                                    "base": "the base model"}.get)
+    d = _pooled(exp, against, sig)
+    pooled_view(d, f"Deltas vs {'NTP' if against == 'reference' else 'the base model'} (95 % CI over "
+                   "items and seeds)", colors, "bm_deltas")
+    st.caption("Per seed: each seed's delta against the same seed of the reference. 'larger than the "
+               "seed-to-seed spread' needs the interval to exclude 0 and |delta| to exceed the sd "
+               "of the per-seed deltas (docs/evaluation.md).")
 
     thought = _thought_deltas(exp, sig)
-    qs = res[res["objective"] == "quiet-star"]
-    if not qs.empty:
+    if not thought.empty:
         st.subheader("Quiet-STaR: no thoughts vs thoughts vs corrupted thoughts")
-        st.caption("The same checkpoint scored without thoughts, with its own thoughts, and with "
+        st.caption("The same checkpoints scored without thoughts, with their own thoughts, and with "
                    "thoughts replaced by random tokens of the same length (objectives.md §5). "
                    "Corrupted ≈ real means the thoughts act as scaffolding, not reasoning.")
-        table = qs.pivot_table(index="benchmark", columns="thought_mode", values="score", aggfunc="last")
-        st.dataframe(table[[m for m in THOUGHT_MODES if m in table.columns]], width="stretch",
-                     column_config={m: SCORE for m in THOUGHT_MODES})
-        delta_view(thought, "Thought modes, paired", "bm_thought")
+        pooled_view(thought, "Thought modes, pooled over seeds", colors, "bm_thought")
 
-    drill_down(pd.concat([d, thought], ignore_index=True), "bm")
+    train = jobs[(jobs["kind"] == "train") & (jobs["arm"] != "base")]     # the arms, not the pretraining
+    if not train.empty:
+        st.subheader("Training curves")
+        metrics = store().metrics(train["id"].tolist(), [m for m, _ in CURVES])
+        shown = [(m, t) for m, t in CURVES if (metrics["name"] == m).any()]
+        cols = st.columns(2)
+        for i, (m, t) in enumerate(shown):
+            cols[i % 2].plotly_chart(band_curves_figure(metrics, m, dict(zip(train["id"], train["arm"])),
+                                                        names, x="flops", title=t, colors=colors),
+                                     width="stretch", key=f"bm_curve_{m}")
+    drill_down(pd.concat([d, thought], ignore_index=True), res, "bm")
     export_buttons(exp, "bm")
 
 
 def evals_view() -> None:
-    evs = store().query("SELECT id, model, benchmark, score, n_items, config, created_at FROM evals "
-                        "ORDER BY created_at DESC")
+    evs = xr.all_evals(store())
     if evs.empty:
         st.info("No evals yet: run one under **Run one evaluation** below.")
         return
-    mode = {r["id"]: json.loads(r["config"] or "{}").get("spec", {}).get("thought_mode", "none")
-            for r in evs.to_dict("records")}
     labels = {r["id"]: f"{r['id']} · {r['model']} · {r['benchmark']}"
-                       + ("" if mode[r["id"]] == "none" else f" · {mode[r['id']]}")
+                       + ("" if r["thought_mode"] == "none" else f" · {r['thought_mode']}")
                        + f" · {r['score']:.3f} (n={r['n_items']})" for r in evs.to_dict("records")}
     chosen = st.multiselect("Evals", list(labels), default=list(labels)[:2], format_func=labels.get,
                             key="bm_evals")
     res = ex.results_for_evals(store(), chosen)
     if res.empty:
         return
-    score_charts(res, "ev")
+    prim = res[res["primary"]]
+    st.dataframe(prim[["eval_id", "model", "benchmark", "thought_mode", "score", "stderr", "n",
+                       "checkpoint_step"]], hide_index=True, width="stretch",
+                 column_config={"score": SCORE, "stderr": SCORE})
     if len(chosen) >= 2:
         c1, c2 = st.columns(2)
         a = c1.selectbox("Reference (A)", chosen, format_func=labels.get, key="bm_ev_a")
@@ -264,8 +322,12 @@ def evals_view() -> None:
             if d.empty:
                 st.warning("These two evals share no items (different benchmarks, data or limits).")
             else:
-                delta_view(d, "B − A", "ev_delta")
-                drill_down(d, "ev")
+                st.plotly_chart(report.deltas_figure(d, "B − A"), width="stretch", key="ev_delta")
+                st.dataframe(report.delta_table(d), hide_index=True, width="stretch")
+                items = _flipped(a, b)
+                if not items.empty:
+                    st.markdown("**Items that flipped**")
+                    st.dataframe(items, hide_index=True, width="stretch")
     export_buttons(None, "ev")
 
 
@@ -340,79 +402,6 @@ def eval_jobs() -> None:
                  hide_index=True, width="stretch",
                  column_config={"progress": PROGRESS,
                                 "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
-
-
-# ---- experiment launcher ------------------------------------------------------------------------
-LAUNCH_KEYS = ("model", "corpus", "budget_steps", "budget_mode", "benchmarks", "limit", "max_new_tokens")
-
-
-def apply_experiment_preset() -> None:
-    p = ex.EXPERIMENT_PRESETS[st.session_state["xp_preset"]]
-    for k in LAUNCH_KEYS:
-        st.session_state[f"xp_{k}"] = p[k]
-    st.session_state["xp_base_cfg"] = json.dumps(p["base_cfg"])
-    st.session_state["xp_params"] = json.dumps(p["params"])
-
-
-def experiment_form() -> None:
-    st.caption("Trains every chosen objective on the same model and corpus with the same compute "
-               "budget, then evaluates each checkpoint, the base model and the controls on the same "
-               "items. All jobs run in the background.")
-    names = list(ex.EXPERIMENT_PRESETS)
-    if "xp_preset" not in st.session_state:
-        st.session_state["xp_preset"] = names[0]
-        apply_experiment_preset()
-    st.selectbox("Preset", names, key="xp_preset", on_change=apply_experiment_preset)
-    c1, c2 = st.columns(2)
-    with c1:
-        model = st.text_input("Model (preset, folder, hub id or run:ID)", key="xp_model",
-                              help="Presets: " + ", ".join(MODEL_PRESETS))
-        corpus = st.text_input("Corpus (builtin, a .txt/.jsonl/.parquet path, or hf:NAME)", key="xp_corpus")
-        objectives = st.multiselect("Objectives", available(), default=available(), key="xp_objectives")
-        budget_steps = st.number_input("Budget (NTP steps)", 1, 100_000, key="xp_budget_steps")
-        budget_mode = st.radio("Match", ex.BUDGET_MODES, horizontal=True, key="xp_budget_mode",
-                               format_func={"flops": "training FLOPs (budget = that many NTP steps)",
-                                            "steps": "optimizer steps"}.get)
-    with c2:
-        benchmarks = st.multiselect("Benchmarks", list(BENCHMARKS), key="xp_benchmarks")
-        paths = {fam: st.text_input(f"{fam} data file", value=default_data(bench), key=f"xp_data_{fam}")
-                 for fam, bench in (("gsm8k", "gsm8k"), ("csqa", "csqa"))}
-        limit = st.number_input("Items per benchmark (0 = all)", 0, 100_000, key="xp_limit")
-        max_new = st.number_input("Max new tokens (0 = benchmark default)", 0, 4096, key="xp_max_new_tokens")
-        cot = st.checkbox("Base model with and without chain of thought (needs GSM8K)", value=True,
-                          key="xp_cot")
-        steps_ctl = st.checkbox(
-            "Also compare with NTP at matched steps", value=True, key="xp_steps_control",
-            disabled=budget_mode != "flops",
-            help="At a FLOP budget a costlier objective takes fewer steps. NTP then starts after "
-                 "the other runs, keeps a checkpoint at each one's step count, and those "
-                 "checkpoints are evaluated too.")
-    with st.expander("Training settings and objective settings (JSON)"):
-        base_text = st.text_area("Training settings (RunConfig fields)", key="xp_base_cfg", height=80)
-        params_text = st.text_area("Objective settings ({objective: {param: value}})", key="xp_params",
-                                   height=80)
-    name = st.text_input("Name (optional)", key="xp_name")
-    if st.button("Launch experiment", type="primary", key="xp_launch"):
-        try:
-            base_cfg, params = json.loads(base_text or "{}"), json.loads(params_text or "{}")
-        except json.JSONDecodeError as e:
-            st.error(f"The JSON settings are not valid JSON: {e}")
-            return
-        try:
-            with st.spinner("Validating and starting the jobs…"):
-                exp = ex.launch_experiment(
-                    model.strip(), corpus.strip() or "builtin", objectives=objectives,
-                    budget_steps=int(budget_steps), budget_mode=budget_mode, benchmarks=benchmarks,
-                    data={k: v.strip() for k, v in paths.items() if v.strip()}, limit=int(limit),
-                    max_new_tokens=int(max_new), base_cfg=base_cfg, params=params, cot_control=cot,
-                    steps_control=steps_ctl,
-                    name=name.strip(), data_dir=data_dir())
-        except LabError as e:
-            st.error(str(e))
-            return
-        st.query_params["experiment"] = exp
-        st.session_state.pop("bm_experiment", None)
-        st.success(f"Started experiment {exp}: its status and results are under **Results** above.")
 
 
 # ---- prompts ------------------------------------------------------------------------------------

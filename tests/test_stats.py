@@ -171,3 +171,16 @@ def test_seed_verdict_words():
     assert stats.seed_verdict(-0.2, -0.3, -0.1, 0.05, higher_is_better=False).startswith("better")
     assert stats.seed_verdict(0.2, 0.1, 0.3, float("nan")) == "better (one seed: seed spread unknown)"
     assert stats.seed_verdict(float("nan"), 0, 0, 0) == "–"
+
+
+def test_paired_seeds_share_one_seed_draw():
+    # Each seed's checkpoint scored twice (e.g. with and without thoughts): the second scoring is
+    # the first plus 0.1 on every item. Pairing the seeds leaves no seed (or item) variation.
+    arm = np.array([[0.2, 0.4, 0.6], [0.5, 0.7, 0.9]])
+    ref = arm - 0.1
+    paired = stats.seed_pooled_delta(arm, ref, paired_seeds=True, n_boot=2000, seed=2)
+    assert (paired["ci_low"], paired["ci_high"]) == pytest.approx((0.1, 0.1))
+    independent = stats.seed_pooled_delta(arm, ref, n_boot=2000, seed=2)
+    assert independent["ci_high"] - independent["ci_low"] > 0.2      # the seeds' spread shows
+    with pytest.raises(ValueError, match="same seeds"):
+        stats.seed_pooled_delta(arm, ref[:1], paired_seeds=True)

@@ -127,7 +127,7 @@ def paired_summary(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
 def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[float]], *,
                       arm_seeds: Sequence | None = None, ref_seeds: Sequence | None = None,
                       n_boot: int = 4_000, seed: int = 0, level: float = 0.95,
-                      small_sample_correction: bool = True,
+                      small_sample_correction: bool = True, paired_seeds: bool = False,
                       item_counts: np.ndarray | None = None) -> dict:
     """Delta of an arm against a reference when each was trained with several seeds and every
     seed was scored on the same items (docs/evaluation.md, "Several seeds").
@@ -141,7 +141,9 @@ def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[flo
     `small_sample_correction` each seed's deviation from the seed mean is scaled by
     sqrt(S / (S - 1)) first, so the seed component has the unbiased variance s^2 / S.
     `item_counts` ([n_boot, N], from item_draw_counts) reuses one item draw for several
-    comparisons on the same items, as the experiment tables do.
+    comparisons on the same items, as the experiment tables do. `paired_seeds`: row s of arm
+    and reference come from the same training run (e.g. one checkpoint evaluated with and
+    without thoughts), so one seed draw serves both sides.
 
     Per-seed deltas pair arm seed s with reference seed s (labels from arm_seeds / ref_seeds,
     default 0..S-1); a single reference row pairs with every arm seed. Their sample standard
@@ -165,7 +167,10 @@ def seed_pooled_delta(arm: Sequence[Sequence[float]], ref: Sequence[Sequence[flo
         return out
     if small_sample_correction:
         a, r = _inflate_seed_deviations(a), _inflate_seed_deviations(r)
-    draws = pooled_bootstrap_draws(a, r, n_boot=n_boot, seed=seed, item_counts=item_counts)
+    if paired_seeds and (a.shape[0] != r.shape[0] or a_ids != r_ids):
+        raise ValueError("paired seeds need the same seeds, in the same order, on both sides")
+    draws = pooled_bootstrap_draws(a, r, n_boot=n_boot, seed=seed, item_counts=item_counts,
+                                   paired_seeds=paired_seeds)
     alpha = (1.0 - level) / 2
     out["ci_low"], out["ci_high"] = (float(v) for v in np.quantile(draws, [alpha, 1.0 - alpha]))
     return out
@@ -185,7 +190,8 @@ def item_draw_counts(n: int, *, n_boot: int, seed: int) -> np.ndarray:
 
 
 def pooled_bootstrap_draws(a: np.ndarray, r: np.ndarray, *, n_boot: int, seed: int,
-                           item_counts: np.ndarray | None = None) -> np.ndarray:
+                           item_counts: np.ndarray | None = None,
+                           paired_seeds: bool = False) -> np.ndarray:
     """The bootstrap replicates of seed_pooled_delta (matrices already corrected).
 
     A replicate is sum_s w_a[s] * (c @ A.T)[s] / N - sum_s w_r[s] * (c @ R.T)[s] / N, where c
@@ -197,7 +203,8 @@ def pooled_bootstrap_draws(a: np.ndarray, r: np.ndarray, *, n_boot: int, seed: i
     if counts.shape != (n_boot, n):
         raise ValueError(f"item_counts must be [{n_boot}, {n}] (got {list(counts.shape)})")
     seed_rng = np.random.default_rng([seed, 1])
-    wa, wr = _seed_weights(seed_rng, a.shape[0], n_boot), _seed_weights(seed_rng, r.shape[0], n_boot)
+    wa = _seed_weights(seed_rng, a.shape[0], n_boot)
+    wr = wa if paired_seeds else _seed_weights(seed_rng, r.shape[0], n_boot)
     return ((counts @ a.T) * wa).sum(1) / n - ((counts @ r.T) * wr).sum(1) / n
 
 

@@ -37,6 +37,7 @@ POOLED_COLUMNS = ["label", "reference", "arm", "ref_arm", "benchmark", "ref_benc
                   "higher_is_better", "steps", "steps_ref", "flops", "flops_ref", "eval_ids",
                   "ref_eval_ids"]
 GROUP = ["arm", "thought_mode", "matched", "is_final", "benchmark", "metric"]
+SAME_CHECKPOINT = "same checkpoint"
 
 
 def _groups(res: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
@@ -94,7 +95,7 @@ def thought_comparisons(res: pd.DataFrame) -> list[tuple[pd.DataFrame, pd.DataFr
         for ref, other in ((g, modes["thoughts"]), (g, modes["corrupted"]),
                            (modes["thoughts"], modes["corrupted"])):
             if ref is not None and other is not None:
-                out.append((other, ref, "same checkpoint"))
+                out.append((other, ref, SAME_CHECKPOINT))
     return out
 
 
@@ -118,7 +119,9 @@ def pooled(store: Store, pairs: list[tuple[pd.DataFrame, pd.DataFrame, str]]) ->
         key = tuple(common)
         if key not in draws:
             draws[key] = item_draw_counts(len(common), n_boot=N_BOOT, seed=BOOT_SEED)
-        s = seed_pooled_delta(a, b, arm_seeds=_seeds(g), ref_seeds=_seeds(r),
+        # The same checkpoints scored two ways (thought modes): the seeds pair up.
+        paired = matched == SAME_CHECKPOINT and _seeds(g) == _seeds(r)
+        s = seed_pooled_delta(a, b, arm_seeds=_seeds(g), ref_seeds=_seeds(r), paired_seeds=paired,
                               n_boot=N_BOOT, seed=BOOT_SEED, item_counts=draws[key])
         hib = bool(g["higher_is_better"].iloc[0])
         rows.append({"label": g["label"].iloc[0], "reference": r["label"].iloc[0],

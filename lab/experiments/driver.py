@@ -133,6 +133,9 @@ def cancel(exp_id: str, data_dir: str | Path = "data") -> int:
             os.killpg(int(read_state(data_dir, exp_id)["driver_pid"]), signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+        end = time.monotonic() + 15        # it may be creating a job: let it stop first
+        while driver_alive(data_dir, exp_id) and time.monotonic() < end:
+            time.sleep(0.2)
     store = Store(data_dir)
     active = store.query("SELECT id FROM runs WHERE experiment = ? AND status IN ('queued', 'running')",
                          [exp_id])["id"].tolist()

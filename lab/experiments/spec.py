@@ -113,7 +113,11 @@ class ExperimentSpec:
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, defaults included, in reading order (title first)."""
+        d = dataclasses.asdict(self)
+        order = ["title", "model", "corpus", "training", "pretrain", "branch", "arms", "reference",
+                 "seeds", "evaluation", "controls"]
+        return {k: d[k] for k in order + [k for k in d if k not in order]}
 
     def to_yaml(self) -> str:
         import yaml
