@@ -213,7 +213,9 @@ def test_end_to_end_all_benchmarks(evals):
         if BENCHMARKS[bench].mode in ("direct", "cot", "gen"):
             assert "generation" in extra       # the raw generation is kept
     # csqa: three metrics; heldout: overall and forking NLL
-    assert list(out["heldout-nll"]["metric"]) == ["nll", "nll-token", "nll-forking", "nll-nonforking", "ppl"]
+    assert list(out["heldout-nll"]["metric"]) == ["nll", "nll-token", "nll-forking", "nll-nonforking", "ppl",
+                                                  "forking_nll"]
+    assert list(out["math-test"]["metric"]) == ["acc", "answer_nll", "solution_nll"]
     nll = out["heldout-nll"].set_index("metric")["score"]
     assert 5 < nll["nll"] < 15            # a random model over a 49k vocabulary: about ln(49152) = 10.8
     heldout = store.query("SELECT config FROM evals WHERE benchmark = 'heldout-nll'")["config"].iloc[0]

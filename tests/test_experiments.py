@@ -482,3 +482,15 @@ def test_progress_is_weighted_by_estimated_cost():
     assert eta == pytest.approx(50 + 60)
     assert xp.estimate(jobs, [1.0, 0.5, 0.0], at, parallel=2)[1] == pytest.approx(55)
     assert xp.estimate(jobs.iloc[:0], [], at) == (0.0, None)
+
+
+def test_slow_checks_run_in_the_driver_and_a_failure_is_shown(data_dir):
+    from lab.store import wait_for
+    spec = ex.ExperimentSpec.from_dict(tiny_spec(model="no-such-org/no-such-model"))
+    exp = ex.launch(spec, data_dir)                   # a hub id: not checked before launching
+    assert ex.experiments(Store(data_dir))["id"].tolist() == [exp]          # listed at once
+    assert wait_for(lambda: ex.read_state(data_dir, exp).get("state") == "failed", timeout=120, interval=0.5)
+    p = ex.experiment_progress(Store(data_dir), exp)
+    assert p.state == "failed" and "no-such-org/no-such-model" in p.error
+    assert Store(data_dir).list_runs(kind=None).empty                       # no job was left behind
+    assert wait_for(lambda: not ex.driver_alive(data_dir, exp), timeout=30)   # and it exits

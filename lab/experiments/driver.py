@@ -180,6 +180,9 @@ def drive(exp_id: str, data_dir: str | Path) -> int:
             write_state(data_dir, exp_id, state="creating jobs", budget_flops=plan.budget_flops)
             ids = submit_plan(plan, data_dir)
         except LabError as e:
+            for rid in unstarted(store, exp_id)["id"]:        # jobs created before the failure
+                store.set_status_if(rid, ["queued"], status="cancelled", finished_at=now(),
+                                    error=f"the experiment could not be set up: {e}")
             write_state(data_dir, exp_id, state="failed", error=str(e), finished_at=str(now()))
             print(f"[driver] {exp_id} failed: {e}", flush=True)
             return 1
