@@ -20,7 +20,6 @@ from lab.experiments import results as xr
 from lab.experiments.summary import experiment_summary
 from lab.figures import arm_colors, band_curves_figure, pooled_deltas_figure, seed_scores_figure
 from lab.models import PRESETS as MODEL_PRESETS
-from lab.store import ACTIVE
 from pages.common import PROGRESS, data_dir, reap, rerun_when_changed, run_label, store, with_progress
 from pages.experiment_form import experiment_form
 

@@ -11,7 +11,6 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
 from lab.errors import LabError
 from lab.progress import Progress
@@ -146,16 +145,8 @@ def _summary_lines(store, exp_id: str) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lab import report
-    from lab.store import Store
-    html = report.experiment_report_html(Store(args.data_dir), args.id, stream=sys.stderr)
-    out = Path(args.out or report.report_file_name("experiment", args.id))
-    try:
-        out.write_text(html, encoding="utf-8")
-    except OSError as e:
-        raise LabError(f"Cannot write the report to {out}: {e.strerror or e}.") from e
-    print(out, flush=True)
-    return 0
+    from lab.cli import cmd_report              # one report command: it knows experiment ids
+    return cmd_report(args)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from lab.config import RunConfig
-from lab.errors import LabError
 from lab.evaluation import EvalSpec
 from lab.experiments.spec import ExperimentSpec
 from lab.flops import train_flops

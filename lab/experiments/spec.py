@@ -236,15 +236,11 @@ class ExperimentSpec:
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read a spec file (YAML or JSON); LabError when it cannot be read or is malformed."""
-    import yaml
+    from lab.config import load_config_file
     p = Path(path).expanduser()
     if not p.is_file():
         raise LabError(f"Experiment spec {p} does not exist (or is not a file).")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise LabError(f"Experiment spec {p} is not valid YAML: {str(e).splitlines()[0]}") from e
-    return ExperimentSpec.from_dict(data, source=str(p))
+    return ExperimentSpec.from_dict(load_config_file(p), source=str(p))
 
 
 def presets() -> dict[str, Path]:
