@@ -4,6 +4,7 @@ that objective's colour; other arms (variants) get the next free colour of EXTRA
 from __future__ import annotations
 
 import html
+import itertools
 from typing import Iterable
 
 import pandas as pd
@@ -23,7 +24,7 @@ METRIC_UNITS = {"acc": "accuracy", "nll": "mean NLL per token (nats)",
 
 def arm_colors(arms: Iterable[str]) -> dict[str, str]:
     """A stable colour for each arm, in the order given."""
-    out, extra = {}, iter(EXTRA * 4)
+    out, extra = {}, itertools.cycle(EXTRA)
     for arm in dict.fromkeys(arms):
         out[arm] = COLORS.get(arm) or next(extra)
     return out
@@ -158,13 +159,15 @@ def curves_figure(metrics: pd.DataFrame, metric: str, labels: dict[str, str], *,
                   title: str | None = None, smoothing: float = 0.0, markers: bool = True,
                   colors: dict[str, str] | None = None) -> go.Figure:
     """One metric of several runs against steps, wall time or training FLOPs. smoothing in
-    [0, 1): exponential moving average weight. `colors`: by label (default: by objective)."""
+    [0, 1): exponential moving average weight. `colors`: by label (default: arm_colors of the
+    labels, so a label that is an objective's name gets its colour)."""
+    colors = colors or arm_colors(labels.values())
     fig = go.Figure()
     for run_id, g in metrics[metrics["name"] == metric].groupby("run_id"):
         g = g.sort_values("step")
         label = labels.get(run_id, run_id)
         y = g["value"].ewm(alpha=1 - smoothing).mean() if smoothing > 0 else g["value"]
-        color = (colors or {}).get(label) or COLORS.get(label.split(" ")[0], "#607d8b")
+        color = colors.get(label, "#607d8b")
         fig.add_trace(go.Scatter(x=g[x], y=y, mode="lines+markers" if markers else "lines", name=label,
                                  line=dict(color=color)))
     fig.update_layout(title=title or metric, height=300, margin=dict(l=10, r=10, t=50, b=10),
