@@ -219,7 +219,7 @@ def experiment_view() -> None:
     exps = ex.experiments(store())
     if exps.empty:
         st.info("No experiment yet. Start one under **Launch an experiment** (the quick CPU "
-                "preset takes a few minutes), or look at individual evals.")
+                "preset runs 28 small jobs on tiny-random), or look at individual evals.")
         return
     recs = {r["id"]: r for r in exps.to_dict("records")}
     ids = list(recs)

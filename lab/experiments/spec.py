@@ -115,6 +115,9 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         """Every setting, defaults included, in reading order (title first)."""
         d = dataclasses.asdict(self)
+        # An arm's unset optional keys are left out: the YAML stays readable, and reads back the same.
+        d["arms"] = [{k: v for k, v in a.items() if k in ("id", "objective") or v not in ("", {}, None)}
+                     for a in d["arms"]]
         order = ["title", "model", "corpus", "training", "pretrain", "branch", "arms", "reference",
                  "seeds", "evaluation", "controls"]
         return {k: d[k] for k in order + [k for k in d if k not in order]}
