@@ -141,7 +141,7 @@ def cancel(exp_id: str, data_dir: str | Path = "data") -> int:
                          [exp_id])["id"].tolist()
     for rid in active:
         cancel_job(rid, data_dir)
-    if read_state(data_dir, exp_id).get("state") == "planning":
+    if read_state(data_dir, exp_id).get("state") in ("planning", "creating jobs"):
         write_state(data_dir, exp_id, state="failed", error="cancelled before its jobs were created")
     return len(active)
 
@@ -174,6 +174,9 @@ def drive(exp_id: str, data_dir: str | Path) -> int:
     store = Store(data_dir)
     state = read_state(data_dir, exp_id)
     if state.get("state") != "submitted":
+        for rid in unstarted(store, exp_id)["id"]:     # left by a driver that died while creating
+            store.set_status_if(rid, ["queued"], status="cancelled", finished_at=now(),
+                                error="superseded: the experiment's setup was started again")
         try:
             spec = load_spec(spec_path(data_dir, exp_id))
             plan = make_plan(spec, exp_id, data_dir)

@@ -99,9 +99,9 @@ def experiment_progress(store: Store, experiment_id: str, parallel: int | None =
     state = read_state(store.data_dir, experiment_id)
     jobs = store.query("SELECT id, kind, status, step, max_steps, started_at, finished_at, config "
                        "FROM runs WHERE experiment = ? ORDER BY created_at, id", [experiment_id])
-    if jobs.empty:
+    if jobs.empty or state.get("state") == "failed":
         st = state.get("state", "planning")
-        return ExperimentProgress("failed" if st == "failed" else "planning", 0.0, None, 0, 0, 0, 0,
+        return ExperimentProgress("failed" if st == "failed" else "planning", 0.0, None, len(jobs), 0, 0, 0,
                                   error=state.get("error") or "")
     cfgs = [json.loads(c or "{}") for c in jobs.pop("config")]
     jobs["max_flops"] = [float(c.get("max_flops") or 0.0) for c in cfgs]

@@ -106,7 +106,7 @@ class ExperimentSpec:
         the wrong type. `seeds: 3` means seeds [0, 1, 2]."""
         problems: list[str] = []
         if isinstance(data, dict) and isinstance(data.get("seeds"), int) and not isinstance(data["seeds"], bool):
-            data = {**data, "seeds": list(range(data["seeds"])) if data["seeds"] >= 1 else data["seeds"]}
+            data = {**data, "seeds": list(range(max(data["seeds"], 0)))}      # 0 -> [] -> "empty"
         spec = _build(cls, data, "", problems)
         if problems:
             raise LabError(f"Invalid experiment spec ({source}):\n- " + "\n- ".join(problems))
