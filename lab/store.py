@@ -231,10 +231,12 @@ class Store:
             con.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
     def truncate_after(self, run_id: str, step: int) -> None:
-        """Drop rows logged after `step` (used when resuming from that step's checkpoint)."""
+        """Drop rows logged after `step` and set the run back to it (a resume from that step's
+        checkpoint, or from step 0 when there is none), in one transaction."""
         with self.write() as con:
             for table in ("metrics", "tokens", "thoughts"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, step])
+            con.execute("UPDATE runs SET step = ? WHERE id = ?", [step, run_id])
 
     # ---- logging ---------------------------------------------------------------------
     def append(self, rows: dict[str, list[dict[str, Any]]], run_update: dict[str, Any] | None = None,

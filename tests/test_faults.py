@@ -57,6 +57,40 @@ def test_kill_9_at_random_points_then_resume_to_the_end(data_dir):
     assert store.get_run(rid)["attempts"] == 3
 
 
+def test_kill_before_the_first_checkpoint_then_resume_logs_each_step_once(data_dir):
+    """A real job killed (SIGKILL) before it wrote any checkpoint resumes from step 0: the rows
+    it logged before the kill are cleared, so every step has one row of each metric and one
+    set of token records. (The job is long and cancelled once the resume has logged past the
+    kill, so no timing of the machine can end it before the kill.)"""
+    store = Store(data_dir).init()
+    rid = submit(cfg(max_steps=1_000_000, checkpoint_every=0, sample_every=2), data_dir)
+
+    def logged(at_least: int) -> bool:
+        run = store.get_run(rid)
+        return run["status"] == "running" and int(run["step"] or 0) >= at_least
+    assert wait_for(lambda: logged(4), timeout=180)
+    assert latest_checkpoint(data_dir, rid) is None
+    os.kill(int(store.get_run(rid)["worker_pid"]), signal.SIGKILL)
+    assert wait_for(lambda: finished(store, rid), timeout=30)
+    assert store.get_run(rid)["status"] == "failed"
+    killed_at = int(store.get_run(rid)["step"])
+    assert store.metrics([rid], ["loss"])["step"].tolist() == list(range(1, killed_at + 1))
+    resume(rid, data_dir)
+    assert wait_for(lambda: logged(killed_at + 3), timeout=180)
+    cancel(rid, data_dir)
+    assert wait_for(lambda: finished(store, rid), timeout=60)
+    run = store.get_run(rid)
+    assert run["status"] == "cancelled", run["error"]
+    last = int(run["step"])
+    m = store.metrics([rid])
+    per_step = m.groupby(["step", "name"]).size()
+    assert per_step.max() == 1, per_step[per_step > 1].head()            # no duplicated row
+    assert m[m["name"] == "loss"]["step"].tolist() == list(range(1, last + 1))
+    tokens = store.tokens(rid)
+    assert tokens.groupby(["step", "sample", "position"]).size().max() == 1
+    assert sorted(tokens["step"].unique()) == [1] + list(range(2, last + 1, 2))
+
+
 def test_half_written_checkpoint_is_ignored_on_resume(data_dir):
     from lab.train import train
     store = Store(data_dir).init()
