@@ -91,6 +91,40 @@ def test_kill_before_the_first_checkpoint_then_resume_logs_each_step_once(data_d
     assert sorted(tokens["step"].unique()) == [1] + list(range(2, last + 1, 2))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
+def test_the_signal_that_killed_the_worker_alone_is_reported(data_dir, sig):
+    """Only the worker is killed (its launcher, `accelerate launch`, and the supervisor live
+    on): the run's error names the worker's own signal, not the launcher's exit code."""
+    store = Store(data_dir).init()
+    rid = submit(cfg(max_steps=1_000_000, checkpoint_every=0), data_dir)
+    assert wait_for(lambda: store.get_run(rid)["status"] == "running"
+                    and int(store.get_run(rid)["step"] or 0) >= 2, timeout=180)
+    os.kill(int(store.get_run(rid)["worker_pid"]), sig)
+    assert wait_for(lambda: finished(store, rid), timeout=30)
+    run = store.get_run(rid)
+    assert run["status"] == "failed"
+    assert run["error"].splitlines()[0].startswith(f"The worker was killed by signal {sig.name}"), run["error"]
+
+
+def test_the_launcher_decodes_the_worker_status_of_one_and_of_several_processes():
+    """jobs/launch.py reads the worker's return code from accelerate's exception: one process
+    (CalledProcessError) or several (torch.distributed's ChildFailedError, first failure)."""
+    import subprocess
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from jobs.launch import worker_returncode
+    from jobs.supervisor import describe_exit
+    assert worker_returncode(subprocess.CalledProcessError(-9, ["python"])) == -9
+    failures = {1: ProcessFailure(local_rank=1, pid=11, exitcode=-6, error_file="/nonexistent")}
+    assert worker_returncode(ChildFailedError("jobs.worker", failures)) == -6
+    assert worker_returncode(ValueError("bad flag")) is None
+    assert describe_exit(128 + 9, launcher=True).startswith("The worker was killed by signal SIGKILL")
+    assert describe_exit(-15, launcher=True).startswith("The job's launcher")
+    assert describe_exit(-11).startswith("The worker was killed by signal SIGSEGV")
+    assert describe_exit(1, launcher=True) == "The worker exited with code 1."
+
+
 def test_half_written_checkpoint_is_ignored_on_resume(data_dir):
     from lab.train import train
     store = Store(data_dir).init()
