@@ -55,6 +55,7 @@ def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
     """Everything checked before a job starts: settings, model spec, corpus."""
     from lab.corpora import check_corpus
     from lab.models import check_model_spec
+    Store(data_dir).require_writable()
     cfg.validate()
     check_model_spec(cfg.model, data_dir, cfg.trust_remote_code)
     check_corpus(cfg.corpus, cfg.text_field)
@@ -72,7 +73,7 @@ def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
 def submit(cfg: RunConfig, data_dir: str | Path = "data", *, command: str | None = None,
            kind: str = "train") -> str:
     """Validate, record the run as queued, and start its supervisor. Returns the run id."""
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     if kind == "train":
         validate(cfg, data_dir)
     run_id = store.create_run(config=cfg.to_dict(), kind=kind,
@@ -122,7 +123,7 @@ def _queue_eval(config: dict, model: str, after: list[str] | None, command: str,
     waits for that run when it is still queued or running (a model spec is checked at once)."""
     from lab.evaluation.runner import run_id_of
     from lab.models import check_model_spec
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     after = list(dict.fromkeys(after or []))
     rid = run_id_of(model)
     if rid:
@@ -154,7 +155,7 @@ def start_supervisor(store: Store, run_id: str) -> None:
 
 def resume(run_id: str, data_dir: str | Path = "data") -> str:
     """Continue a failed or cancelled run from its last complete checkpoint (same run id)."""
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     run = store.require_run(run_id)
     if run["status"] in ACTIVE:
         raise LabError(f"Run {run_id} is {run['status']}; only a stopped run can be resumed.")
@@ -165,7 +166,7 @@ def resume(run_id: str, data_dir: str | Path = "data") -> str:
 
 def cancel(run_id: str, data_dir: str | Path = "data") -> bool:
     """Stop a queued or running job (its whole process group). Returns False if not active."""
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     run = store.require_run(run_id)
     if run["status"] not in ACTIVE:
         return False
@@ -198,6 +199,8 @@ def reap(data_dir: str | Path = "data") -> list[str]:
     """Mark active runs whose supervisor process is gone as failed. Returns their ids.
     Called by the pages on every refresh and by the CLI, so a `kill -9` shows within seconds."""
     store = Store(data_dir)
+    if store.read_only:      # nothing can be marked; the pages and `lab runs` still read
+        return []
     dead = []
     for run in store.active_runs().to_dict("records"):
         pid = run.get("pid")

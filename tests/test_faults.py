@@ -2,16 +2,20 @@
 reporting; several jobs and a busy dashboard for a while without lost rows."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import duckdb
 import pytest
-from conftest import job_ended, tiny_config
+import sandbox
+from conftest import ROOT, job_ended, tiny_config
 
 from jobs.manager import cancel, resume, submit
 from jobs.worker import _explain
@@ -156,6 +160,45 @@ def test_corrupted_checkpoint_gives_a_clear_error(data_dir):
         train(c, rid, store)
 
 
+def _flip_last_byte(path) -> None:
+    """Damage a tensor's bytes and leave the safetensors header intact (it still parses)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_tensor_bytes_are_caught_by_the_checkpoint_checksums(data_dir, capsys):
+    """safetensors has no checksum: a flipped byte in a tensor loads without complaint unless
+    the checkpoint's MANIFEST.json (sha256 per file) is checked, on resume and on load."""
+    from lab.checkpoint import load_checkpoint_state
+    from lab.errors import LabError
+    from lab.models import load_model
+    from lab.train import train
+    store = Store(data_dir).init()
+    c = cfg(max_steps=2, checkpoint_every=1).validate()
+    rid = store.create_run(config=c.to_dict())
+    train(c, rid, store)
+    ck = latest_checkpoint(data_dir, rid)
+    assert set(json.loads((ck / "MANIFEST.json").read_text())["sha256"]) == \
+        {p.name for p in ck.glob("*.safetensors")} >= {"model.safetensors", "optimizer.safetensors"}
+    _flip_last_byte(ck / "model.safetensors")
+    c.max_steps = 4
+    with pytest.raises(LabError, match=f"Checkpoint {ck} is corrupted: model.safetensors"):
+        train(c, rid, store)                                   # resume
+    with pytest.raises(LabError, match="model.safetensors does not match the checksum"):
+        load_model(f"run:{rid}", data_dir)                     # an evaluation or the Playground
+    _flip_last_byte(ck / "model.safetensors")                  # repaired
+    _flip_last_byte(ck / "optimizer.safetensors")
+    with pytest.raises(LabError, match="optimizer.safetensors does not match"):
+        load_checkpoint_state(ck, {}, None)
+    _flip_last_byte(ck / "optimizer.safetensors")
+    # A checkpoint written before checksums existed still loads, and the log says it is unchecked.
+    (ck / "MANIFEST.json").unlink()
+    capsys.readouterr()
+    assert train(c, rid, store).steps == 4
+    assert "loaded without a checksum test" in capsys.readouterr().err
+
+
 def _die_mid_transaction(path: str, run_id: str) -> None:
     store = Store(path)
     with store.write() as con:
@@ -174,6 +217,120 @@ def test_kill_during_a_log_flush_loses_only_that_flush(data_dir):
     assert store.metrics([rid])["step"].tolist() == [1]           # earlier rows kept, flush dropped
     store.append({"metrics": [{"run_id": rid, "step": 2, "name": "loss", "value": 1.5}]})  # lock freed
     assert store.metrics([rid])["step"].tolist() == [1, 2]
+
+
+def _write_past_the_file_size_limit(path: str, run_id: str, queue) -> None:
+    """In a child process whose files may not grow past 2 MB (RLIMIT_FSIZE: the kernel fails
+    such a write with EFBIG, in DuckDB's and safetensors' own code): a log flush too big for the
+    database, then a checkpoint too big for the disk."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # EFBIG instead of the default kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+    from lab.checkpoint import save_checkpoint
+    from lab.errors import LabError
+    from lab.models import load_model
+    out = {}
+    store = Store(path)
+    rows = [{"run_id": run_id, "step": i, "name": f"m{i % 97}", "value": float(i)} for i in range(300_000)]
+    try:
+        store.append({"metrics": rows})
+    except LabError as e:
+        out["append"] = str(e)
+    except Exception as e:  # noqa: BLE001 - what the test must not see
+        out["append"] = f"RAW {type(e).__name__}: {e}"
+    lm = load_model("tiny-random")                        # 13 MB of weights: more than the limit
+    try:
+        save_checkpoint(path, run_id, 1, lm.model, lm.tokenizer, {}, None, {"step": 1}, {})
+    except LabError as e:
+        out["checkpoint"] = str(e)
+    except Exception as e:  # noqa: BLE001
+        out["checkpoint"] = f"RAW {type(e).__name__}: {e}"
+    out["metrics_rows"] = len(store.metrics([run_id]))   # the database is still usable
+    queue.put(out)
+
+
+def test_a_write_past_the_file_size_limit_reports_its_cause_and_leaves_no_tmp(data_dir):
+    """Failed writes report their own cause (not the ROLLBACK's "no transaction is active"),
+    and a failed checkpoint removes its step-N.tmp. Works on any machine: the file size limit
+    (RLIMIT_FSIZE) makes the real writes fail in the kernel. The next test uses a real full disk
+    where this machine allows a tmpfs."""
+    store = Store(data_dir).init()
+    rid = store.create_run(config={"objective": "ntp"})
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_write_past_the_file_size_limit, args=(str(data_dir), rid, queue))
+    p.start()
+    out = queue.get(timeout=240)
+    p.join(timeout=30)
+    for what in ("append", "checkpoint"):
+        assert out[what].startswith(f"Could not "), out[what]
+        assert "File too large" in out[what] and str(data_dir) in out[what] and "Free space" in out[what]
+    assert "database lab.duckdb" in out["append"] and "checkpoint step-000001" in out["checkpoint"]
+    assert out["metrics_rows"] == 0                       # the failed flush left nothing behind
+    assert not list((data_dir / "runs" / rid / "checkpoints").glob("*"))   # no step-1.tmp left
+
+
+FULL_DISK_DRIVER = r"""
+import json, os, subprocess, sys
+mount = sys.argv[1]
+data = os.path.join(mount, "data")
+lab = [sys.executable, "-m", "lab"]
+tiny = ["--model", "tiny-random", "--corpus-docs", "60", "--seq-len", "32", "--batch-size", "2",
+        "--checkpoint-every", "0", "--data-dir", data]
+def free():
+    st = os.statvfs(mount)
+    return st.f_bavail * st.f_frsize
+def cli(*args):
+    r = subprocess.run(lab + list(args), capture_output=True, text=True, timeout=300)
+    return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
+out = {"init": cli("runs", "--data-dir", data), "free_before": free()}
+# 1. A job whose final checkpoint (13 MB of weights) does not fit on the 8 MB disk.
+out["job"] = cli("train", *tiny, "--max-steps", "3")
+out["free_after"] = free()
+out["sizes"] = {os.path.relpath(os.path.join(d, n), data): os.path.getsize(os.path.join(d, n))
+                for d, dirs, files in os.walk(data) for n in files}
+out["left"] = [os.path.relpath(os.path.join(d, n), data) for d, dirs, files in os.walk(data)
+               for n in dirs + files if ".tmp" in n or ".part" in n]
+# 2. The disk completely full: a new job cannot even be recorded.
+fd = os.open(os.path.join(mount, "filler"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, b"x" * 65536)
+except OSError:
+    while True:
+        try:
+            os.write(fd, b"x" * 512)
+        except OSError:
+            break
+os.close(fd)
+out["full"] = cli("train", *tiny, "--max-steps", "3", "--detach")
+out["listing_on_full_disk"] = cli("runs", "--data-dir", data)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sandbox.available(), reason="this machine allows no mount namespace for a tmpfs "
+                    "(the file size limit test covers the same code paths)")
+def test_a_full_disk_is_reported_as_such_and_a_failed_checkpoint_frees_its_space(tmp_path):
+    """A real full disk: an 8 MB tmpfs as the data folder, in a private mount namespace."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    r = subprocess.run(sandbox.sandboxed(["tmpfs", 8192, mount], [sys.executable, "-c", FULL_DISK_DRIVER, mount]),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    job = out["job"]
+    assert out["init"]["rc"] == 0 and job["rc"] == 1, job
+    data = mount / "data"
+    assert f"failed: Could not write checkpoint step-000003 of run" in job["err"], job["err"]
+    assert f"in {data}: No space left on device" in job["err"] and "Free space there" in job["err"]
+    assert out["left"] == []                                    # no step-3.tmp filling the disk
+    assert not [f for f in out["sizes"] if "checkpoints" in f]  # nothing of it at all
+    assert out["free_after"] + sum(out["sizes"].values()) >= out["free_before"] - 300_000, out
+    full = out["full"]
+    assert full["rc"] == 2 and "Traceback" not in full["err"] and "rollback" not in full["err"], full
+    assert f"Could not write the database lab.duckdb in {data}: No space left on device" in full["err"]
+    assert out["listing_on_full_disk"]["rc"] == 0 and "failed" in out["listing_on_full_disk"]["out"]
 
 
 def test_out_of_memory_and_cuda_errors_are_reported_as_such():
