@@ -4,7 +4,8 @@ A job is a detached process tree in its own session (so the web server can resta
 cancel can stop the whole group):
 
     supervisor (python -m jobs.supervisor RUN_ID)   waits for a device slot, then
-      └─ accelerate launch ... -m jobs.worker RUN_ID   runs training / evaluation
+      └─ jobs.launch (accelerate launch) ...         exits with the worker's own status
+           └─ python -m jobs.worker RUN_ID           runs training / evaluation
 
 The supervisor records the final status even when the worker dies without a word
 (SIGKILL, out of memory); `reap` marks a run failed when its supervisor is gone too.
