@@ -1,9 +1,10 @@
 """The limits every setting is checked against before a job starts, in one place.
 
-RunConfig.validate (run settings and the objective's params), EvalSpec.problems and the CLI's
-numeric options use them, so a value that a later stage could not hold (a 32-bit store
-column, a seed numpy refuses, a batch no machine can fit, a NaN) is refused up front with a
-message naming the setting, never discovered by the job.
+RunConfig.validate (run settings and the objective's params), EvalSpec.problems, the
+next-token reasoning job's settings, the corpus reader and the CLI's numeric options use them,
+so a value that a later stage could not hold (a 32-bit store column, a seed numpy refuses, a
+batch no machine can fit, a NaN) is refused up front with a message naming the setting, never
+discovered by the job.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ MAX_LOG_LINES = 100_000        # `lab show --lines`
 # The largest value of named whole-number settings (run settings and objective params): the
 # seed, and counts that multiply the work or memory of a job beyond what any machine the lab
 # targets can run. Other whole numbers must fit INT32.
-MAX_BY_NAME = {"seed": SEED_MAX, "corpus_docs": 1_000_000, "batch_size": 65_536, "grad_accum": 65_536,
+MAX_BY_NAME = {"seed": SEED_MAX, "corpus_docs": 1_000_000, "n_docs": 1_000_000, "n_positions": 8192,
+               "batch_size": 65_536, "grad_accum": 65_536,
                "n_samples": 64, "num_gpus": 64,
                "group_size": 256, "n_passes": 64, "n_ahead": 1024, "n_ahead_talk": 1024,
                "max_thought_tokens": 8192, "max_new_tokens": 8192, "positions_per_doc": 8192,
