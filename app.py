@@ -7,7 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import streamlit as st  # noqa: E402
 
 from jobs.manager import cpu_info, gpus  # noqa: E402
-from pages.common import data_dir  # noqa: E402
+from pages.common import data_dir, read_only_banner  # noqa: E402
 
 st.set_page_config(page_title="ThoughtLab", page_icon=":material/science:", layout="wide")
 
@@ -35,5 +35,6 @@ with st.sidebar:
         info = cpu_info()
         st.markdown(f"**CPU** · {info['cores']} cores · {info['memory_gb']} GB RAM · no GPU")
     st.caption(f"Data folder: `{data_dir()}`")
+    read_only_banner()
 
 nav.run()

@@ -4,7 +4,8 @@ A job is a detached process tree in its own session (so the web server can resta
 cancel can stop the whole group):
 
     supervisor (python -m jobs.supervisor RUN_ID)   waits for a device slot, then
-      └─ accelerate launch ... -m jobs.worker RUN_ID   runs training / evaluation
+      └─ jobs.launch (accelerate launch) ...         exits with the worker's own status
+           └─ python -m jobs.worker RUN_ID           runs training / evaluation
 
 The supervisor records the final status even when the worker dies without a word
 (SIGKILL, out of memory); `reap` marks a run failed when its supervisor is gone too.
@@ -57,6 +58,7 @@ def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
     experiment's pretraining) has no checkpoint yet: the job checks it when it starts."""
     from lab.corpora import check_corpus
     from lab.models import check_model_spec
+    Store(data_dir).require_writable()
     cfg.validate()
     pending = continues_from(cfg)
     if not (pending and (Store(data_dir).get_run(pending) or {}).get("status") in ACTIVE):
@@ -85,7 +87,7 @@ def submit(cfg: RunConfig, data_dir: str | Path = "data", *, command: str | None
            kind: str = "train", start: bool = True) -> str:
     """Validate, record the run as queued, and start its supervisor (with start=False the
     caller starts it later: an experiment's driver does). Returns the run id."""
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     if kind == "train":
         validate(cfg, data_dir)
     run_id = store.create_run(config=cfg.to_dict(), kind=kind,
@@ -154,7 +156,7 @@ def _queue_eval(config: dict, model: str, after: list[str] | None, command: str,
     waits for that run when it is still queued or running (a model spec is checked at once)."""
     from lab.evaluation.runner import run_id_of
     from lab.models import check_model_spec
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     after = list(dict.fromkeys(after or []))
     rid = run_id_of(model)
     if rid:
@@ -187,7 +189,7 @@ def start_supervisor(store: Store, run_id: str) -> None:
 
 def resume(run_id: str, data_dir: str | Path = "data") -> str:
     """Continue a failed or cancelled run from its last complete checkpoint (same run id)."""
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     run = store.require_run(run_id)
     if run["status"] in ACTIVE:
         raise LabError(f"Run {run_id} is {run['status']}; only a stopped run can be resumed.")
@@ -198,7 +200,7 @@ def resume(run_id: str, data_dir: str | Path = "data") -> str:
 
 def cancel(run_id: str, data_dir: str | Path = "data") -> bool:
     """Stop a queued or running job (its whole process group). Returns False if not active."""
-    store = Store(data_dir)
+    store = Store(data_dir).require_writable()
     run = store.require_run(run_id)
     if run["status"] not in ACTIVE:
         return False
@@ -231,6 +233,8 @@ def reap(data_dir: str | Path = "data") -> list[str]:
     """Mark active runs whose supervisor process is gone as failed. Returns their ids.
     Called by the pages on every refresh and by the CLI, so a `kill -9` shows within seconds."""
     store = Store(data_dir)
+    if store.read_only:      # nothing can be marked; the pages and `lab runs` still read
+        return []
     dead = []
     for run in store.active_runs().to_dict("records"):
         pid = run.get("pid")

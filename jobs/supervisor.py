@@ -98,11 +98,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+LAUNCHER = ["-m", "jobs.launch"]   # `accelerate launch` that passes on the worker's exit status
+
+
 def worker_command(run: dict, cfg: dict, data_dir: Path, n_gpus: int) -> list[str]:
     tail = ["-m", "jobs.worker", run["id"], "--data-dir", str(data_dir)]
     if run.get("kind") != "train":
         return [sys.executable] + tail
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
+    launch = [sys.executable, *LAUNCHER, "--num_machines", "1",
               "--dynamo_backend", "no"]
     if n_gpus == 0:
         mp = cfg.get("mixed_precision", "no")
@@ -170,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                             error="cancelled by the user")
     elif rc != 0:
         store.set_status_if(args.run_id, ACTIVE, status="failed", finished_at=now(),
-                            error=describe_exit(rc) + "\n" + read_log_tail(run.get("log_path"), 5))
+                            error=describe_exit(rc, launcher=cmd[1:3] == LAUNCHER)
+                            + "\n" + read_log_tail(run.get("log_path"), 5))
     else:
         store.set_status_if(args.run_id, ACTIVE, status="finished", finished_at=now())
     print(f"[supervisor] worker exited with {rc}", flush=True)
@@ -187,13 +191,21 @@ def _wait_for_exit(pid, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def describe_exit(rc: int) -> str:
-    if rc < 0 or rc > 128:
-        sig = -rc if rc < 0 else rc - 128
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        hint = " (the out-of-memory killer or `kill -9`)" if sig == signal.SIGKILL else ""
-        return f"The worker was killed by signal {name}{hint}."
+def describe_exit(rc: int, launcher: bool = False) -> str:
+    """What a non-zero return code of the job's process means. Through the launcher
+    (jobs/launch.py), 128 + N is the worker killed by signal N and a negative code is the
+    launcher itself killed; without it (evaluations), a negative code is the worker's signal."""
+    if rc > 128 or (rc < 0 and not launcher):
+        return f"The worker was killed by signal {_signal_text(rc - 128 if rc > 128 else -rc)}."
+    if rc < 0:
+        return f"The job's launcher (accelerate launch) was killed by signal {_signal_text(-rc)}."
     return f"The worker exited with code {rc}."
+
+
+def _signal_text(sig: int) -> str:
+    from jobs.launch import signal_name
+    hint = " (the out-of-memory killer or `kill -9`)" if sig == signal.SIGKILL else ""
+    return signal_name(sig) + hint
 
 
 if __name__ == "__main__":

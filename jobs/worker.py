@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 
-from lab.errors import LabError
+from lab.errors import LabError, storage_full
 from lab.store import ACTIVE, Store, now
 
 
@@ -95,12 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         status, error, code = "failed", str(e), 1
     except Exception as e:  # noqa: BLE001 - every crash becomes a readable failed run
         traceback.print_exc()
-        status, error, code = "failed", _explain(e), 1
+        full = storage_full(store.data_dir, e, "write")
+        status, error, code = "failed", str(full) if full else _explain(e), 1
     finally:
         stop.set()
-    if main_rank:
-        store.set_status_if(args.run_id, ACTIVE, status=status, error=error, finished_at=now())
     print(f"[worker] {status}" + (f": {error}" if error else ""), flush=True)
+    if main_rank:
+        try:
+            store.set_status_if(args.run_id, ACTIVE, status=status, error=error, finished_at=now())
+        except LabError as e:     # e.g. a full disk: the log keeps the outcome, the supervisor retries
+            print(f"[worker] could not record the status: {e}", flush=True)
+            code = code or 1
     return code
 
 

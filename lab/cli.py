@@ -10,9 +10,11 @@ import dataclasses
 import shlex
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
+from lab import limits
 from lab.config import PRESETS, RunConfig, load_config_file
 from lab.errors import LabError
 
@@ -43,7 +45,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         v = getattr(args, f.name, None)
         if v is not None and f.name != "params":
             values[f.name] = v
-    params = dict(values.get("params") or {})
+    params = values.get("params") or {}
+    if not isinstance(params, dict):
+        raise LabError(f"params must be a mapping of objective settings, e.g. {{n_ahead: 8}} "
+                       f"(got {limits.short(params)}).")
+    params = dict(params)
     for item in args.param:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -99,8 +105,24 @@ def follow(run_id: str, data_dir: str) -> int:
     if run["status"] == "finished":
         print(f"run {run_id} finished: {run.get('step')} steps. Rows are in {store.path}.")
         return 0
-    print(f"run {run_id} {run['status']}: {run.get('error') or ''}".rstrip(), file=sys.stderr)
+    print(f"run {run_id} {run['status']}: {terminal_text(run.get('error') or '', keep_lines=True)}".rstrip(),
+          file=sys.stderr)
     return 1
+
+
+def terminal_text(value: Any, keep_lines: bool = False) -> str:
+    """User text (names, errors, logs) made safe to print: control and format characters
+    (escape sequences, carriage returns, bells, bidi overrides, line separators) are shown
+    escaped, so the terminal executes nothing and a one-line listing stays one line."""
+    out = []
+    for ch in str(value):
+        if keep_lines and ch in "\n\t":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -112,7 +134,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet")
         return 0
     for r in df.to_dict("records"):
-        print(f"{r['id']}  {(r['name'] or '-')[:28]:<28}  {r['objective']:<10}  {r['status']:<9}  "
+        name, objective = terminal_text(r["name"] or "-")[:28], terminal_text(r["objective"])
+        print(f"{terminal_text(r['id'])}  {name:<28}  {objective:<10}  {r['status']:<9}  "
               f"step {int(r['step'] or 0)}/{int(r['max_steps'] or 0)}")
     return 0
 
@@ -125,9 +148,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     run = store.require_run(args.run_id)
     for k in ("id", "name", "objective", "model", "corpus", "status", "step", "max_steps",
               "device", "created_at", "started_at", "finished_at", "git_commit", "command", "error"):
-        print(f"{k:>12}: {run.get(k)}")
+        print(f"{k:>12}: {terminal_text(run.get(k), keep_lines=k == 'error')}")
     print("--- log tail ---")
-    print(read_log_tail(run.get("log_path"), args.lines))
+    print(terminal_text(read_log_tail(run.get("log_path"), args.lines), keep_lines=True))
     return 0
 
 
@@ -171,22 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lab", description="ThoughtLab command line")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, fn, help_text: str, writes: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--data-dir", default="data", help="folder of lab.duckdb and run files")
-        p.set_defaults(fn=fn)
+        p.set_defaults(fn=fn, writes=writes)   # commands that only read work in a read-only folder
         return p
 
     _add_train_args(add("train", cmd_train, "launch a training job (waits unless --detach)"))
-    add("runs", cmd_runs, "list runs").add_argument("--all", action="store_true", help="include eval jobs")
-    p = add("show", cmd_show, "show one run and its log tail")
+    add("runs", cmd_runs, "list runs", writes=False).add_argument("--all", action="store_true",
+                                                                  help="include eval jobs")
+    p = add("show", cmd_show, "show one run and its log tail", writes=False)
     p.add_argument("run_id")
-    p.add_argument("--lines", type=int, default=20)
+    p.add_argument("--lines", type=limits.int_in(1, limits.MAX_LOG_LINES), default=20,
+                   help=f"log lines to show (1 to {limits.MAX_LOG_LINES:,}, default 20)")
     add("cancel", cmd_cancel, "cancel a queued or running job").add_argument("run_id")
     p = add("resume", cmd_resume, "resume a stopped run from its last checkpoint")
     p.add_argument("run_id")
     p.add_argument("--detach", action="store_true")
-    p = add("report", cmd_report, "write a self-contained HTML report of a run or an experiment")
+    p = add("report", cmd_report, "write a self-contained HTML report of a run or an experiment",
+            writes=False)
     p.add_argument("id", help="a run id, or an experiment id (exp-...)")
     p.add_argument("--out", help="file to write (default thoughtlab-<kind>-<id>.html here)")
     from lab.experiments.cli import add_cli as add_experiment_cli, main as experiment_main
@@ -204,9 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from lab.store import Store
+        store = Store(args.data_dir)          # the data folder, checked once before any work
+        if args.writes and not getattr(args, "compare", None):   # eval --compare only reads
+            store.require_writable()
         return args.fn(args)
     except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_text(e, keep_lines=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab import limits
+from lab.errors import LabError, regular_file
 
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -61,8 +62,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise LabError(f"Run settings must be a mapping of setting names to values (got {limits.short(d)}).")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
             raise LabError(f"Unknown setting(s): {', '.join(unknown)}. Known settings: "
                            f"{', '.join(sorted(known))}.")
@@ -81,64 +84,84 @@ class RunConfig:
         """Check every value; raise one LabError listing all problems. Returns self with the
         objective's params completed with their defaults."""
         from lab.objectives import get_objective
-        problems: list[str] = []
+        # What any value of its type must satisfy (lab/limits.py), then what each setting means.
+        bad = limits.value_problems(vars(self), limits.dataclass_defaults(RunConfig))
+        problems: list[str] = list(bad.values())
 
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
+        def need(setting: str, cond: bool, msg: str) -> None:
+            if not cond and setting not in bad:
                 problems.append(msg)
 
-        need(self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})")
-        need(self.max_flops >= 0, f"max_flops must be >= 0, 0 = no FLOP budget (got {self.max_flops})")
-        need(self.lr > 0, f"lr (learning rate) must be positive (got {self.lr})")
-        need(self.lr < 1, f"lr (learning rate) of {self.lr} is far too large; try 1e-5")
-        need(self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})")
-        need(self.grad_accum >= 1, f"grad_accum must be at least 1 (got {self.grad_accum})")
-        need(8 <= self.seq_len <= 8192, f"seq_len must be between 8 and 8192 (got {self.seq_len})")
-        need(self.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {self.warmup_steps})")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
-        need(self.grad_clip >= 0, f"grad_clip must be >= 0, 0 = off (got {self.grad_clip})")
-        need(0 < self.rho <= 1, f"rho (forking-token share) must be in (0, 1] (got {self.rho})")
-        need(self.log_every >= 1, f"log_every must be at least 1 (got {self.log_every})")
-        need(self.sample_every >= 1, f"sample_every must be at least 1 (got {self.sample_every})")
-        need(self.n_samples >= 0, f"n_samples must be >= 0 (got {self.n_samples})")
-        need(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (got {self.checkpoint_every})")
-        need(self.corpus_docs >= 0, f"corpus_docs must be >= 0 (got {self.corpus_docs})")
-        need(self.device in DEVICES, f"device must be one of {DEVICES} (got {self.device!r})")
-        need(self.mixed_precision in PRECISIONS,
-             f"mixed_precision must be one of {PRECISIONS} (got {self.mixed_precision!r})")
-        need(self.num_gpus >= 1, f"num_gpus must be at least 1 (got {self.num_gpus})")
-        need(not (self.device == "cpu" and self.mixed_precision == "fp16"),
-             "fp16 mixed precision needs a GPU; use 'no' or 'bf16' on CPU")
-        need(bool(str(self.corpus).strip()), "corpus is empty: use 'builtin' or a file path")
-        need(set(self.checkpoint_steps_of) <= set(self.after),
-             "checkpoint_steps_of runs must also be listed in after (their step counts are read "
-             "once they have ended)")
-        if len(self.name) > 200:
-            problems.append("name is longer than 200 characters")
         try:
-            obj_cls = get_objective(self.objective)
-        except LabError as e:
-            problems.append(str(e))
-        else:
-            try:
-                if isinstance(self.params, dict):   # "1e-4" from YAML/CLI/forms -> the field's type
-                    defaults = {f.name: f.default for f in fields(obj_cls.Params)}
-                    self.params = {k: _coerce(f"{self.objective} {k}", v, defaults[k])
-                                   if k in defaults and defaults[k] is not dataclasses.MISSING
-                                   and defaults[k] is not None else v for k, v in self.params.items()}
-                params = obj_cls.Params(**self.params) if isinstance(self.params, dict) else None
-                if params is None:
-                    raise LabError("params must be a mapping of objective settings")
-                problems.extend(params.problems(self) if hasattr(params, "problems") else [])
-                self.params = dataclasses.asdict(params)
-            except TypeError as e:
-                known = [f.name for f in fields(obj_cls.Params)]
-                problems.append(f"{self.objective} params: {e}. Known: {', '.join(known) or 'none'}")
-            except LabError as e:
-                problems.append(str(e))
+            need("max_steps", self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})")
+            need("max_flops", self.max_flops >= 0, f"max_flops must be >= 0, 0 = no FLOP budget (got {self.max_flops})")
+            need("lr", self.lr > 0, f"lr (learning rate) must be positive (got {self.lr})")
+            need("lr", self.lr < 1, f"lr (learning rate) of {self.lr} is far too large; try 1e-5")
+            need("batch_size", self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})")
+            need("grad_accum", self.grad_accum >= 1, f"grad_accum must be at least 1 (got {self.grad_accum})")
+            need("seq_len", 8 <= self.seq_len <= limits.MAX_SEQ_LEN,
+                 f"seq_len must be between 8 and {limits.MAX_SEQ_LEN} (got {self.seq_len})")
+            need("batch_size", "seq_len" in bad or self.batch_size * self.seq_len <= limits.MAX_BATCH_TOKENS,
+                 f"batch_size x seq_len = {self.batch_size * self.seq_len:,} tokens in one micro-batch is "
+                 f"more than a step can hold (limit {limits.MAX_BATCH_TOKENS:,}); use a smaller batch_size "
+                 "and grad_accum for a larger effective batch")
+            need("seed", 0 <= self.seed <= limits.SEED_MAX,
+                 f"seed must be between 0 and {limits.SEED_MAX:,} (got {self.seed:,})")
+            need("warmup_steps", self.warmup_steps >= 0, f"warmup_steps must be >= 0 (got {self.warmup_steps})")
+            need("weight_decay", self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
+            need("grad_clip", self.grad_clip >= 0, f"grad_clip must be >= 0, 0 = off (got {self.grad_clip})")
+            need("rho", 0 < self.rho <= 1, f"rho (forking-token share) must be in (0, 1] (got {self.rho})")
+            need("log_every", self.log_every >= 1, f"log_every must be at least 1 (got {self.log_every})")
+            need("sample_every", self.sample_every >= 1, f"sample_every must be at least 1 (got {self.sample_every})")
+            need("n_samples", self.n_samples >= 0, f"n_samples must be >= 0 (got {self.n_samples})")
+            need("checkpoint_every", self.checkpoint_every >= 0,
+                 f"checkpoint_every must be >= 0 (got {self.checkpoint_every})")
+            need("corpus_docs", self.corpus_docs >= 0, f"corpus_docs must be >= 0 (got {self.corpus_docs})")
+            need("device", self.device in DEVICES, f"device must be one of {DEVICES} (got {self.device!r})")
+            need("mixed_precision", self.mixed_precision in PRECISIONS,
+                 f"mixed_precision must be one of {PRECISIONS} (got {self.mixed_precision!r})")
+            need("num_gpus", self.num_gpus >= 1, f"num_gpus must be at least 1 (got {self.num_gpus})")
+            need("mixed_precision", not (self.device == "cpu" and self.mixed_precision == "fp16"),
+                 "fp16 mixed precision needs a GPU; use 'no' or 'bf16' on CPU")
+            need("corpus", bool(str(self.corpus).strip()), "corpus is empty: use 'builtin' or a file path")
+            need("checkpoint_steps_of", "after" in bad or set(self.checkpoint_steps_of) <= set(self.after),
+                 "checkpoint_steps_of runs must also be listed in after (their step counts are read "
+                 "once they have ended)")
+            need("name", len(self.name) <= 200, "name is longer than 200 characters")
+        except TypeError:
+            pass   # a value of the wrong type: already in `bad`
+        if "objective" not in bad and "params" not in bad:
+            problems.extend(self._params_problems(get_objective))
         if problems:
             raise LabError("Invalid run settings:\n- " + "\n- ".join(problems))
         return self
+
+    def _params_problems(self, get_objective) -> list[str]:
+        """The objective's own settings: coerced to their fields' types, checked like run
+        settings (lab/limits.py), then by the objective's Params.problems."""
+        try:
+            obj_cls = get_objective(self.objective)
+        except LabError as e:
+            return [str(e)]
+        defaults = limits.dataclass_defaults(obj_cls.Params)
+        known = ", ".join(defaults) or "none"
+        unknown = [str(k) for k in self.params if k not in defaults]
+        if unknown:
+            return [f"{self.objective} params: unknown setting(s) {', '.join(unknown)}. Known: {known}"]
+        try:   # "1e-4" from YAML/CLI/forms -> the field's type
+            self.params = {k: _coerce(f"{self.objective} {k}", v, defaults[k]) if defaults[k] is not None else v
+                           for k, v in self.params.items()}
+        except LabError as e:
+            return [str(e)]
+        bad = limits.value_problems(self.params, defaults, prefix=f"{self.objective} ")
+        if bad:
+            return list(bad.values())
+        try:
+            params = obj_cls.Params(**self.params)
+        except TypeError as e:
+            return [f"{self.objective} params: {e}. Known: {known}"]
+        self.params = dataclasses.asdict(params)
+        return params.problems(self) if hasattr(params, "problems") else []
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -146,50 +169,63 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        if str(value).lower() in ("1", "true", "yes", "on"):
+        if isinstance(value, (str, int)) and str(value).lower() in ("1", "true", "yes", "on"):
             return True
-        if str(value).lower() in ("0", "false", "no", "off"):
+        if isinstance(value, (str, int)) and str(value).lower() in ("0", "false", "no", "off"):
             return False
-        raise LabError(f"{name} must be true or false (got {value!r})")
-    if isinstance(default, int) and not isinstance(default, bool):
+        raise LabError(f"{name} must be true or false (got {limits.short(value)})")
+    if isinstance(default, int):
         try:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
-        except (TypeError, ValueError):
-            raise LabError(f"{name} must be a whole number (got {value!r})") from None
+        except (TypeError, ValueError, OverflowError):
+            raise LabError(f"{name} must be a whole number (got {limits.short(value)})") from None
     if isinstance(default, float):
         try:
+            if isinstance(value, bool):
+                raise ValueError
             return float(value)
-        except (TypeError, ValueError):
-            raise LabError(f"{name} must be a number (got {value!r})") from None
+        except (TypeError, ValueError, OverflowError):
+            raise LabError(f"{name} must be a number (got {limits.short(value)})") from None
     if isinstance(default, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise LabError(f"{name} must be a list (got {value!r})")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int)) for v in value):
+            raise LabError(f"{name} must be a list of names (got {limits.short(value)})")
         return [str(v) for v in value]
     if isinstance(default, dict):
         if not isinstance(value, dict):
-            raise LabError(f"{name} must be a mapping (got {value!r})")
+            raise LabError(f"{name} must be a mapping (got {limits.short(value)})")
         return dict(value)
+    if isinstance(value, (dict, list, tuple, set)) or value is None:
+        raise LabError(f"{name} must be text (got {limits.short(value)})")
     return str(value)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON) config file into a dict of RunConfig fields."""
     import yaml
-    p = Path(path)
-    if not p.exists():
-        raise LabError(f"Config file {p} does not exist.")
+    p = regular_file(path, "Config file")
+    if p.stat().st_size > 1_000_000:
+        raise LabError(f"Config file {p} is larger than 1 MB; a config holds a few settings.")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise LabError(f"Config file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+    except OSError as e:
+        raise LabError(f"Config file {p} cannot be read ({e.strerror or e}).") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise LabError(f"Config file {p} must hold a mapping of settings (key: value).")
+    for where, mapping in (("", data), ("params: ", data.get("params"))):
+        if isinstance(mapping, dict) and not all(isinstance(k, str) for k in mapping):
+            raise LabError(f"Config file {p}: {where}setting names must be text (got "
+                           f"{limits.short([k for k in mapping if not isinstance(k, str)])}).")
+    if data.get("params") is not None and not isinstance(data["params"], dict):
+        raise LabError(f"Config file {p}: params must be a mapping of objective settings "
+                       f"(e.g. params: {{n_ahead: 8}}), got {limits.short(data['params'])}.")
     return data
 
 

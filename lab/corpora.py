@@ -5,13 +5,15 @@ Bad files fail early with a LabError naming the file and the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
 
-from lab import mathgen
-from lab.errors import LabError
+from lab import limits, mathgen
+from lab.errors import LabError, regular_file, storage_full
 from lab.progress import Progress
 
 MAX_LINE_CHARS = 5_000_000
@@ -42,12 +44,19 @@ def check_corpus(spec: str, text_field: str = "text") -> str:
     return f"{spec}: {len(docs)} documents"
 
 
+def _corpus_file(path: Path) -> Path:
+    """A corpus path, checked before it is opened: a regular file (a FIFO or a device would
+    block the reader forever) of a size that fits in memory."""
+    regular_file(path, "Corpus file")
+    size = path.stat().st_size
+    if size > limits.MAX_CORPUS_BYTES:
+        raise LabError(f"Corpus file {path} is {size / 2**30:.1f} GiB, more than a run reads "
+                       f"(limit {limits.MAX_CORPUS_BYTES / 2**30:.0f} GiB); use a sample of it.")
+    return path
+
+
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise LabError(f"Corpus file {path} does not exist.")
-    if path.is_dir():
-        raise LabError(f"Corpus path {path} is a folder; give a .txt, .jsonl or .parquet file.")
-    raw = path.read_bytes()
+    raw = _corpus_file(path).read_bytes()
     if not raw.strip():
         raise LabError(f"Corpus file {path} is empty.")
     if b"\x00" in raw[:8192]:
@@ -67,7 +76,7 @@ def _read_text(path: Path) -> str:
 def _file_documents(path: Path, text_field: str) -> list[str]:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise LabError(f"Corpus {path} is neither 'builtin', an 'hf:NAME' dataset, nor an "
                            "existing file.")
         raise LabError(f"Corpus file {path} has an unsupported type {suffix or '(none)'}; "
@@ -100,14 +109,18 @@ def _record_text(obj, text_field: str, where: str) -> str:
         import re
         answer = re.sub(r"<<[^>]*>>", "", obj["answer"])
         return f"Problem: {obj['question']}\nSolution: {answer}"
+    if text_field in obj:
+        value = obj[text_field]
+        held = "null" if value is None else f"{limits.short(value, 40)} ({type(value).__name__})"
+        raise LabError(f"{where}: field {text_field!r} holds {held}, not text. Give every record "
+                       "a text value, or set text_field to the field that holds the text.")
     raise LabError(f"{where}: no text field {text_field!r} (fields: {', '.join(map(str, obj)) or 'none'}). "
                    "Set text_field to the column that holds the text.")
 
 
 def _parquet_documents(path: Path, text_field: str) -> list[str]:
     import pyarrow.parquet as pq
-    if not path.exists():
-        raise LabError(f"Corpus file {path} does not exist.")
+    _corpus_file(path)
     try:
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
@@ -157,25 +170,43 @@ def pack(docs: list[str], tokenizer, seq_len: int, progress: Progress | None = N
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
+UPLOAD_STEM_CHARS = 80     # file names stay far below the file system's 255-byte limit
+
+
 def safe_upload_path(data_dir: str | Path, filename: str) -> Path:
     """Where an uploaded file is stored: inside <data_dir>/uploads, under a sanitised name
-    (no folders, no '..', only [A-Za-z0-9._-])."""
+    (no folders, no '..', only [A-Za-z0-9._-], at most UPLOAD_STEM_CHARS before the suffix)."""
     import re
-    base = Path(filename or "").name
-    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "_", base)).lstrip(".") or "upload"
-    if Path(stem).suffix.lower() not in SUFFIXES:
-        raise LabError(f"Uploaded file {filename!r}: use a {', '.join(SUFFIXES)} file.")
+    base = Path(str(filename or "").replace("\\", "/")).name
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "_", base)).lstrip(".") or "upload"
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise LabError(f"Uploaded file {limits.short(filename)}: use a {', '.join(SUFFIXES)} file.")
+    stem = name[:-len(suffix)].rstrip(".")[:UPLOAD_STEM_CHARS] or "upload"
     folder = (Path(data_dir) / "uploads").resolve()
-    target = (folder / stem).resolve()
+    target = (folder / (stem + suffix)).resolve()
     if folder not in target.parents:
-        raise LabError(f"Uploaded file name {filename!r} is not allowed.")
+        raise LabError(f"Uploaded file name {limits.short(filename)} is not allowed.")
     return target
 
 
 def save_upload(data_dir: str | Path, filename: str, content: bytes) -> Path:
+    """Store an upload under its sanitised name plus a digest of its content: two different
+    files of the same name never overwrite each other (a run's corpus cannot change under it),
+    and the same file uploaded again is the same corpus. Every failure is a LabError."""
+    import hashlib
     target = safe_upload_path(data_dir, filename)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_bytes(content)
-    tmp.replace(target)
+    target = target.with_name(f"{target.stem}-{hashlib.sha256(content).hexdigest()[:16]}{target.suffix}")
+    if target.is_file() and target.stat().st_size == len(content):
+        return target            # already stored (a page rerun, or the same file again)
+    tmp = target.with_name(target.name + f".{os.getpid()}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(content)
+        tmp.replace(target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise storage_full(data_dir, e, f"store the upload {target.name}") or LabError(
+            f"Could not store the upload {target.name} in {target.parent}: {e.strerror or e}.") from e
     return target

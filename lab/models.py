@@ -255,7 +255,9 @@ def load_model(spec: str, data_dir: str | Path | None = None, *, trust_remote_co
         if spec == "smollm2-135m":
             folder: Path | str = smollm2_folder()
         elif _is_run_spec(spec):
+            from lab.checkpoint import MODEL_FILES, verify_checkpoint
             folder = resolve_checkpoint(spec, data_dir)
+            verify_checkpoint(folder, MODEL_FILES)
         else:
             folder = spec
         try:

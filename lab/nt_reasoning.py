@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from lab import rl
+from lab import limits, rl
 from lab.errors import LabError
 from lab.objectives.rpt import (answer_text, build_prompt, candidate_positions, context_text,
                                 reasoning_text, rpt_reward, token_bytes, topk_entropy)
@@ -193,9 +193,12 @@ def job_config(model: str, *, reference: str = "", **settings: Any) -> dict[str,
         raise LabError(f"Unknown next-token reasoning setting(s): {', '.join(sorted(unknown))}.")
     cfg = {**JOB_DEFAULTS, **settings, "model": model, "reference": reference or model,
            "benchmark": BENCHMARK}
-    for key in ("n_positions", "group_size", "max_new_tokens", "n_docs"):
-        if int(cfg[key]) < 1:
-            raise LabError(f"{key} must be at least 1 (got {cfg[key]}).")
+    bad = limits.value_problems(settings, JOB_DEFAULTS)    # whole numbers in range, seed included
+    if bad:
+        raise LabError("Invalid next-token reasoning settings:\n- " + "\n- ".join(bad.values()))
+    for key in ("n_positions", "group_size", "max_new_tokens", "n_docs", "seed"):
+        if int(cfg[key]) < (0 if key == "seed" else 1):
+            raise LabError(f"{key} must be at least {0 if key == 'seed' else 1} (got {cfg[key]}).")
     if cfg["reference"].startswith("run:") and cfg["reference"] == model:
         raise LabError("The reference model must be fixed (e.g. the base model), not the checkpoint "
                        "being evaluated, so base and trained are split into the same difficulty levels.")

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 import duckdb
 import pandas as pd
 
-from lab.errors import LabError
+from lab.errors import LabError, storage_full
 
 DB_NAME = "lab.duckdb"
 ACTIVE = ("queued", "running")
@@ -87,20 +87,68 @@ def new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
+def check_data_dir(data_dir: str | Path) -> bool:
+    """The data folder, checked once up front: it exists (or is created) and is a readable
+    folder. Returns whether the lab may write there; False means read-only mode (runs can be
+    listed and shown, nothing is written, not even the lock file)."""
+    folder = Path(data_dir)
+    where = "Point --data-dir (or THOUGHTLAB_DATA_DIR) at a folder the lab can use."
+    try:
+        return _check_folder(folder, where)
+    except OSError as e:     # e.g. a parent folder that cannot be searched
+        raise LabError(f"The data folder {folder} cannot be used ({e.strerror or e}). {where}") from e
+
+
+def _check_folder(folder: Path, where: str) -> bool:
+    if folder.exists() and not folder.is_dir():
+        raise LabError(f"The data folder {folder} is a file, not a folder. {where}")
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LabError(f"The data folder {folder} does not exist and cannot be created "
+                           f"({e.strerror or e}). {where}") from e
+    files = [folder / DB_NAME, folder / (DB_NAME + ".wal"), folder / (DB_NAME + ".lock")]
+    if not _access(folder, os.R_OK | os.X_OK) or any(p.exists() and not _access(p, os.R_OK) for p in files):
+        raise LabError(f"The data folder {folder} (or its database) cannot be read: permission "
+                       f"denied. {where}")
+    return _access(folder, os.W_OK | os.X_OK) and all(not p.exists() or _access(p, os.W_OK) for p in files)
+
+
+def _access(path: Path, mode: int) -> bool:
+    """os.access for this process's effective user; a read-only file system counts as not writable."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
 class Store:
-    """Short, locked DuckDB sessions on `<data_dir>/lab.duckdb`."""
+    """Short, locked DuckDB sessions on `<data_dir>/lab.duckdb`. A data folder the lab may not
+    write to is opened read-only (`read_only`): reads work, writes raise a LabError saying so."""
 
     def __init__(self, data_dir: str | Path = "data") -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self.lock_path = self.data_dir / (DB_NAME + ".lock")
+        self.read_only = not check_data_dir(self.data_dir)
         self._ready = False
+
+    def require_writable(self) -> "Store":
+        if self.read_only:
+            raise LabError(f"The data folder {self.data_dir} is read-only: its runs can be listed and "
+                           "shown, but nothing can be started, changed or deleted there. Make it "
+                           "writable, or copy it and point --data-dir (THOUGHTLAB_DATA_DIR) at the copy.")
+        return self
 
     # ---- sessions --------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.read_only:     # share a writer's lock file if there is one; create nothing
+            if not self.lock_path.exists():
+                yield
+                return
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -121,32 +169,43 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """An exclusive read-write session inside one transaction."""
-        with self._locked(exclusive=True):
-            con = self._connect(read_only=False)
-            try:
-                if not self._ready:
-                    for stmt in SCHEMA:
-                        con.execute(stmt)
-                    self._ready = True
-                con.execute("BEGIN TRANSACTION")
+        """An exclusive read-write session inside one transaction. A failure is reported as
+        itself (a full disk as a sentence saying what to free), never as the rollback's error."""
+        self.require_writable()
+        try:
+            with self._locked(exclusive=True):
+                con = self._connect(read_only=False)
                 try:
-                    yield con
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            finally:
-                con.close()
+                    if not self._ready:
+                        for stmt in SCHEMA:
+                            con.execute(stmt)
+                        self._ready = True
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        yield con
+                        con.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(duckdb.Error):   # a failed COMMIT already ended it
+                            con.execute("ROLLBACK")
+                        raise
+                finally:
+                    with contextlib.suppress(duckdb.Error):
+                        con.close()
+        except (duckdb.Error, OSError) as e:
+            full = storage_full(self.data_dir, e, f"write the database {self.path.name}")
+            if full is None:
+                raise
+            raise full from e
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A shared read-only session (creates the database first if needed)."""
-        if not self.path.exists() or not self._ready:
+        """A shared read-only session (creates the database first if needed; a read-only
+        folder without one reads as an empty database)."""
+        if not self.read_only and (not self.path.exists() or not self._ready):
             with self.write():
                 pass
         with self._locked(exclusive=False):
-            con = self._connect(read_only=True)
+            con = self._connect(read_only=True) if self.path.exists() else _empty_database()
             try:
                 yield con
             finally:
@@ -158,8 +217,10 @@ class Store:
             return con.execute(sql, list(params)).df()
 
     def init(self) -> "Store":
-        with self.write():
-            pass
+        """Create the database and its tables if needed (nothing to do in a read-only folder)."""
+        if not self.read_only:
+            with self.write():
+                pass
         return self
 
     # ---- runs ------------------------------------------------------------------------
@@ -231,10 +292,12 @@ class Store:
             con.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
     def truncate_after(self, run_id: str, step: int) -> None:
-        """Drop rows logged after `step` (used when resuming from that step's checkpoint)."""
+        """Drop rows logged after `step` and set the run back to it (a resume from that step's
+        checkpoint, or from step 0 when there is none), in one transaction."""
         with self.write() as con:
             for table in ("metrics", "tokens", "thoughts"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, step])
+            con.execute("UPDATE runs SET step = ? WHERE id = ?", [step, run_id])
 
     # ---- logging ---------------------------------------------------------------------
     def append(self, rows: dict[str, list[dict[str, Any]]], run_update: dict[str, Any] | None = None,
@@ -295,6 +358,14 @@ class Store:
         if sample is not None:
             sql, params = sql + " AND sample = ?", params + [sample]
         return self.query(sql + " ORDER BY step, sample, position, idx", params)
+
+
+def _empty_database() -> duckdb.DuckDBPyConnection:
+    """An in-memory database with the lab's tables and no rows."""
+    con = duckdb.connect(":memory:")
+    for stmt in SCHEMA:
+        con.execute(stmt)
+    return con
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, items: list[dict[str, Any]]) -> None:

@@ -86,8 +86,10 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         state, obj_tensors = load_checkpoint_state(ckpt, extras, optimizer)
         objective.load_state_tensors(obj_tensors)
         start_step, flops_done, wall_done = state["step"], state["flops"], state["wall_time"]
-        if main:
-            store.truncate_after(run_id, start_step)
+    if main:
+        # Rows logged after the checkpoint we resume from (all of them when there is none: a
+        # job killed before its first checkpoint starts again from step 0) would be duplicated.
+        store.truncate_after(run_id, start_step)
 
     # Checkpoints kept for matched-steps comparisons; remembered in the checkpoints, so a
     # resume keeps them even if a run they match was deleted meanwhile.

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import pandas as pd
 import streamlit as st
 
+from lab.errors import LabError
 from lab.store import Store
 
 WINDOW = 400  # tokens rendered at once: long texts are shown window by window
@@ -26,7 +27,27 @@ def _store(path: str) -> Store:
 
 
 def store() -> Store:
-    return _store(data_dir())
+    """The data folder's store; a folder the lab cannot use stops the page with the reason."""
+    try:
+        return _store(data_dir())
+    except LabError as e:
+        st.error(str(e))
+        st.stop()
+
+
+def read_only() -> bool:
+    """True when the data folder cannot be written: pages show runs but start nothing."""
+    return store().read_only
+
+
+def read_only_banner() -> None:
+    """Shown in the sidebar (every page) and on top of the pages with actions while the data
+    folder is read-only."""
+    if read_only():
+        st.warning(f"The data folder `{data_dir()}` is read-only: runs and results can be viewed, "
+                   "but launching, cancelling, resuming, editing and deleting are turned off. Make "
+                   "the folder writable, or copy it and point THOUGHTLAB_DATA_DIR at the copy.",
+                   icon=":material/lock:")
 
 
 def reap() -> None:

@@ -11,10 +11,11 @@ from lab.corpora import save_upload
 from lab.errors import LabError
 from lab.models import PRESETS as MODEL_PRESETS
 from lab.objectives import REGISTRY, get_objective
-from pages.common import data_dir, store
+from pages.common import data_dir, read_only, read_only_banner, store
 
 st.title("Launch a training run")
 st.caption("Every run is a background job: it keeps going if you close the page or the server restarts.")
+read_only_banner()
 
 D = RunConfig()
 FIELDS = ["max_steps", "batch_size", "seq_len", "lr", "warmup_steps", "grad_accum", "grad_clip",
@@ -85,7 +86,7 @@ with c1:
         corpus = "builtin"
     elif corpus_kind == "Upload a file":
         up = st.file_uploader("A .txt (blank lines separate documents), .jsonl or .parquet file",
-                              type=["txt", "jsonl", "parquet"], key="f_upload")
+                              type=["txt", "jsonl", "parquet"], key="f_upload", disabled=read_only())
         corpus = ""
         if up is not None:
             try:
@@ -160,7 +161,7 @@ except LabError as e:
 
 col_a, col_b, _ = st.columns([1, 1, 4])
 check = col_a.button("Check settings", width="stretch")
-launch = col_b.button("Launch", type="primary", width="stretch", disabled=cfg is None)
+launch = col_b.button("Launch", type="primary", width="stretch", disabled=cfg is None or read_only())
 if cfg is not None and (check or launch):
     try:
         with st.spinner("Checking model, corpus and settings…"):

@@ -8,10 +8,11 @@ from jobs.manager import cancel, read_log_tail, resume
 from lab.errors import LabError
 from lab.store import ACTIVE
 from lab.report import curves_figure
-from pages.common import (PROGRESS, progress_text, reap, rerun_when_changed, run_label, show_config,
-                          store, with_progress)
+from pages.common import (PROGRESS, progress_text, read_only, read_only_banner, reap, rerun_when_changed,
+                          run_label, show_config, store, with_progress)
 
 st.title("Runs")
+read_only_banner()
 
 
 @st.fragment(run_every="2s")
@@ -85,11 +86,15 @@ run_id = st.selectbox("Run", ids, format_func=labels.get, key="runs_detail",
                       index=ids.index(st.query_params["run"]) if st.query_params.get("run") in records else 0)
 run = records[run_id]
 a, b, c, d = st.columns(4)
-if a.button("Cancel", disabled=run["status"] not in ACTIVE, width="stretch"):
-    cancel(run_id, store().data_dir)
-    st.toast(f"Cancelling {run_id}…")
-if b.button("Resume from last checkpoint", disabled=run["status"] in ACTIVE or run["status"] == "finished",
-            width="stretch"):
+locked = read_only()      # a read-only data folder: look, do not touch
+if a.button("Cancel", disabled=run["status"] not in ACTIVE or locked, width="stretch"):
+    try:
+        cancel(run_id, store().data_dir)
+        st.toast(f"Cancelling {run_id}…")
+    except LabError as e:
+        st.error(str(e))
+if b.button("Resume from last checkpoint", disabled=run["status"] in ACTIVE or run["status"] == "finished"
+            or locked, width="stretch"):
     try:
         resume(run_id, store().data_dir)
         st.toast(f"Resumed {run_id}")
@@ -106,7 +111,7 @@ with st.form(f"edit_{run_id}"):
     new_name = e1.text_input("Name", value=run.get("name") or "")
     new_tags = e2.text_input("Tags (comma separated)", value=run.get("tags") or "")
     new_notes = st.text_area("Notes", value=run.get("notes") or "", height=80)
-    if st.form_submit_button("Save"):
+    if st.form_submit_button("Save", disabled=locked):
         store().update_run(run_id, name=new_name.strip()[:200], tags=new_tags.strip()[:500],
                            notes=new_notes[:10_000])
         st.toast("Saved")
@@ -129,7 +134,7 @@ with st.expander("Log tail", expanded=run["status"] in ACTIVE or run["status"] =
 
 with st.expander("Delete this run"):
     st.warning("Deletes the run's rows from the database (its files stay in the run folder).")
-    if st.button("Delete permanently", disabled=run["status"] in ACTIVE, key=f"del_{run_id}"):
+    if st.button("Delete permanently", disabled=run["status"] in ACTIVE or locked, key=f"del_{run_id}"):
         store().delete_run(run_id)
         st.rerun()
 

@@ -3,6 +3,7 @@ launch validation the web form uses: each case names what is wrong and leaves no
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,18 @@ def make_files(root: Path) -> dict[str, str]:
     put("unknown_key.yaml", b"learning_rate: 0.1\n")
     put("bad_type.yaml", b"max_steps: lots\n")
     put("bad_param.yaml", b"objective: quiet-star\nparams: {n_aheadd: 3}\n")
+    put("params_number.yaml", b"params: 5\n")
+    put("params_list.yaml", b"params: [1, 2]\n")
+    put("name_list.yaml", b"name: [1, 2]\n")
+    put("after_nested.yaml", b"after: [{a: 1}]\n")
+    put("number_key.yaml", b"1: 2\nmax_steps: 3\n")
+    put("nested_param.yaml", b"objective: quiet-star\nparams: {n_ahead: {x: 1}}\n")
+    put("yes_steps.yaml", b"max_steps: yes\n")
+    put("nan_lr.yaml", b"lr: .nan\n")
+    put("null_text.jsonl", b'{"text": "fine"}\n{"text": null}\n')
+    put("number_text.jsonl", b'{"text": 42}\n')
+    os.mkfifo(root / "fifo.txt")        # reading it would block forever
+    files["fifo.txt"] = str(root / "fifo.txt")
     weights_less = root / "no_weights"
     weights_less.mkdir()
     (weights_less / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -85,6 +98,39 @@ CASES = [
     ("config bad type", ["--config", "{bad_type.yaml}"], "must be a whole number"),
     ("config bad objective param", ["--config", "{bad_param.yaml}"], "quiet-star params"),
     ("config file missing", ["--config", "nope.yaml"], "does not exist"),
+    # Range checks of lab/limits.py: store columns, seeds, finite numbers, machine-sized counts.
+    ("NaN learning rate", ["--lr", "nan"], "lr must be a finite number"),
+    ("infinite weight decay", ["--weight-decay", "inf"], "weight_decay must be a finite number"),
+    ("NaN grad clip", ["--grad-clip", "nan"], "grad_clip must be a finite number"),
+    ("NaN rho", ["--rho", "nan"], "rho must be a finite number"),
+    ("infinite FLOP budget", ["--max-flops", "inf"], "max_flops must be a finite number"),
+    ("infinite objective param", ["--objective", "quiet-star", "--param", "policy_weight=inf"],
+     "quiet-star policy_weight must be a finite number"),
+    ("NaN objective param", ["--objective", "rlp", "--param", "temperature=nan"],
+     "rlp temperature must be a finite number"),
+    ("steps beyond the store's INTEGER", ["--max-steps", "3000000000"], "max_steps must be at most 2,147,483,647"),
+    ("negative seed", ["--seed", "-1"], "seed must be between 0 and 4,294,967,295"),
+    ("seed beyond numpy's", ["--seed", "99999999999"], "seed must be at most 4,294,967,295"),
+    ("a billion-row batch", ["--batch-size", "1000000000"], "batch_size must be at most 65,536"),
+    ("a billion documents", ["--corpus-docs", "1000000000"], "corpus_docs must be at most 1,000,000"),
+    ("micro-batch too large", ["--batch-size", "4096", "--seq-len", "4096"], "tokens in one micro-batch"),
+    ("huge RL group", ["--objective", "rlp", "--param", "group_size=100000"], "rlp group_size must be at most 256"),
+    # Structure of config files.
+    ("config params a number", ["--config", "{params_number.yaml}"], "params must be a mapping"),
+    ("config params a list", ["--config", "{params_list.yaml}"], "params must be a mapping"),
+    ("config name a list", ["--config", "{name_list.yaml}"], "name must be text"),
+    ("config after nested", ["--config", "{after_nested.yaml}"], "after must be a list of names"),
+    ("config number as key", ["--config", "{number_key.yaml}"], "setting names must be text"),
+    ("config nested param", ["--config", "{nested_param.yaml}"], "quiet-star n_ahead must be a whole number"),
+    ("config boolean steps", ["--config", "{yes_steps.yaml}"], "max_steps must be a whole number (got True)"),
+    ("config NaN lr", ["--config", "{nan_lr.yaml}"], "lr must be a finite number"),
+    ("config is a FIFO", ["--config", "{fifo.txt}"], "is not a regular file"),
+    # Odd files and data folders.
+    ("corpus is a FIFO", ["--corpus", "{fifo.txt}"], "is not a regular file"),
+    ("JSONL null text", ["--corpus", "{null_text.jsonl}"], "line 2: field 'text' holds null, not text"),
+    ("JSONL number text", ["--corpus", "{number_text.jsonl}"], "field 'text' holds 42 (int), not text"),
+    ("data folder is a file", ["--data-dir", "{a_file}"], "is a file, not a folder"),
+    ("data folder below a file", ["--data-dir", "{a_file}/runs"], "cannot be created"),
 ]
 
 
@@ -108,15 +154,17 @@ def _args(template: list[str], files: dict[str, str]) -> list[str]:
 def test_launch_validation_names_the_problem(case, args, message, files, data_dir):
     """The path the web form and the CLI share: parse + validate before any job exists."""
     with pytest.raises(LabError) as err:
-        ns = build_parser().parse_args(["train", *_args(args, files), "--data-dir", str(data_dir)])
-        validate(config_from_args(ns), data_dir)
+        ns = build_parser().parse_args(["train", *_args(args, files), "--data-dir", str(data_dir)]
+                                       if "--data-dir" not in args else ["train", *_args(args, files)])
+        validate(config_from_args(ns), ns.data_dir)
     assert message in str(err.value), str(err.value)
     assert Store(data_dir).list_runs().empty
 
 
 @pytest.mark.parametrize("case,args,message", [c for c in CASES if c[0] in (
     "folder without weights", "JSONL broken line", "negative learning rate", "config unknown key",
-    "G = 1 for RLOO")], ids=lambda c: c if isinstance(c, str) else None)
+    "G = 1 for RLOO", "config params a number", "corpus is a FIFO", "infinite objective param")],
+    ids=lambda c: c if isinstance(c, str) else None)
 def test_cli_prints_the_message_and_exits_2(case, args, message, files, data_dir):
     r = lab_cli("train", *_args(args, files), data_dir=data_dir, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
@@ -149,3 +197,56 @@ def test_the_web_form_shows_bad_input_as_an_error(files, data_dir, monkeypatch):
     assert any("looks binary" in e.value for e in at.error)
     assert not at.exception
     assert Store(data_dir).list_runs().empty
+
+
+def test_names_are_printed_safely_one_line_per_run(data_dir):
+    """Control characters in a run's name (an escape sequence that clears the screen, a
+    newline, a carriage return, a bidi override) are shown escaped, never sent raw."""
+    store = Store(data_dir).init()
+    evil = "ok\x1b[2J\x1b]0;pwned\x07\nsecond line\rX\u202eevil\x9b"
+    rid = store.create_run(config={"objective": "ntp", "name": evil})
+    store.create_run(config={"objective": "ntp", "name": "plain"})
+    store.update_run(rid, error="line one\nline two \x1b[31mred")
+    listing = lab_cli("runs", data_dir=data_dir)
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 2 and any(rid in line and "ok\\x1b[2J" in line for line in lines), lines
+    shown = lab_cli("show", rid, data_dir=data_dir)
+    assert shown.returncode == 0
+    for out in (listing.stdout, shown.stdout):
+        assert not any(ch in out for ch in "\x1b\x07\r\u202e\x9b"), repr(out)
+    assert "name: ok\\x1b[2J\\x1b]0;pwned\\x07\\nsecond line\\rX\\u202eevil\\x9b\n" in shown.stdout
+    assert "line one\nline two \\x1b[31mred" in shown.stdout       # an error keeps its lines
+
+
+@pytest.mark.parametrize("args,message", [
+    (["show", "x", "--lines", "0"], "--lines: must be between 1 and 100,000 (got 0)"),
+    (["show", "x", "--lines", "-5"], "--lines: must be between 1 and 100,000 (got -5)"),
+    (["show", "x", "--lines", "many"], "--lines: must be a whole number"),
+    (["eval", "--benchmark", "math-test", "--limit", "-1"], "limit must be between 0 (all items)"),
+    (["eval", "--benchmark", "math-test", "--batch-size", "0"], "batch_size must be between 1 and 1024"),
+    (["eval", "--benchmark", "math-test", "--seed", "-1"], "seed must be between 0 and 4,294,967,295"),
+    (["eval", "--benchmark", "math-test", "--seed", "99999999999"], "seed must be between 0 and"),
+    (["eval", "--benchmark", "math-test", "--max-new-tokens", "99999"], "max_new_tokens must be between 0"),
+    (["eval", "--benchmark", "math-test", "--limit", "10000000000000"], "limit must be between 0"),
+])
+def test_cli_numeric_options_have_ranges(args, message, data_dir):
+    r = lab_cli(*args, "--model", "tiny-random", data_dir=data_dir) if args[0] == "eval" else \
+        lab_cli(*args, data_dir=data_dir)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_uploads_are_truncated_never_overwrite_and_fail_with_a_message(tmp_path):
+    from lab.corpora import save_upload
+    data = tmp_path / "data"
+    long = save_upload(data, "x" * 5000 + ".txt", b"a long name\n")   # was a raw OSError
+    assert long.parent == (data / "uploads").resolve() and len(long.name) < 120
+    first = save_upload(data, "corpus.txt", b"first corpus\n")
+    second = save_upload(data, "corpus.txt", b"second corpus\n")
+    assert first != second and first.read_bytes() == b"first corpus\n"   # the first run's corpus stays
+    assert save_upload(data, "corpus.txt", b"first corpus\n") == first   # the same file is the same corpus
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "uploads").write_text("a file where the uploads folder goes")
+    with pytest.raises(LabError, match="Could not store the upload corpus-"):
+        save_upload(blocked, "corpus.txt", b"text\n")

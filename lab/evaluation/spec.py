@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from lab import limits
 from lab.errors import LabError
 from lab.evaluation.benchmarks import BENCHMARKS
 
@@ -65,17 +66,20 @@ class EvalSpec:
             out.append(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
         if not str(self.model or "").strip():
             out.append("model is empty: give a preset (smollm2-135m, tiny-random), a folder or a run id")
-        ranges = {"limit": (0, None, "limit must be >= 0, 0 = all items"),
+        ranges = {"limit": (0, limits.INT32_MAX, f"limit must be between 0 (all items) and {limits.INT32_MAX:,}"),
                   "batch_size": (1, 1024, "batch_size must be between 1 and 1024"),
                   "max_new_tokens": (0, MAX_NEW_TOKENS_LIMIT,
                                      f"max_new_tokens must be between 0 (benchmark default) and {MAX_NEW_TOKENS_LIMIT}"),
-                  "seed": (0, None, "seed must be >= 0")}
+                  "seed": (0, limits.SEED_MAX, f"seed must be between 0 and {limits.SEED_MAX:,}")}
         for name, (lo, hi, msg) in ranges.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                out.append(f"{name} must be a whole number (got {v!r})")
-            elif v < lo or (hi is not None and v > hi):
-                out.append(f"{msg} (got {v})")
+                out.append(f"{name} must be a whole number (got {limits.short(v)})")
+            elif not lo <= v <= hi:
+                out.append(f"{msg} (got {v:,})")
+        # The other settings: what any value of their type must be (lab/limits.py).
+        out.extend(limits.value_problems({k: v for k, v in vars(self).items() if k not in ranges and k != "data"},
+                                         limits.dataclass_defaults(EvalSpec)).values())
         if self.thought_mode not in THOUGHT_MODES:
             out.append(f"thought_mode must be one of {', '.join(THOUGHT_MODES)} (got {self.thought_mode!r})")
         if self.device not in DEVICES:

@@ -171,10 +171,13 @@ def new_head(model, tokenizer, *, scale: float = 100.0, mixing: str = "unbounded
 def load_head(checkpoint_folder: str | Path, model) -> QSHead:
     """The trained head saved with a run checkpoint (`<folder>/extra_qs_head.safetensors`)."""
     from safetensors.torch import load_file
+
+    from lab.checkpoint import verify_checkpoint
     path = Path(checkpoint_folder) / f"extra_{HEAD_NAME}.safetensors"
     if not path.exists():
         raise LabError(f"{path} does not exist: this checkpoint was not trained with Quiet-STaR "
                        "(or predates its mixing head).")
+    verify_checkpoint(checkpoint_folder, (path.name,))
     return _head_from_state(load_file(str(path)), model, where=str(path))
 
 
