@@ -493,3 +493,15 @@ def test_slow_checks_run_in_the_driver_and_a_failure_is_shown(data_dir):
     assert p.state == "failed" and "no-such-org/no-such-model" in p.error
     assert Store(data_dir).list_runs(kind=None).empty                       # no job was left behind
     assert wait_for(lambda: not ex.driver_alive(data_dir, exp), timeout=30)   # and it exits
+
+
+def test_experiment_titles_are_printed_safely(data_dir):
+    from lab.experiments.driver import spec_path, write_state
+    spec = ex.ExperimentSpec.from_dict(tiny_spec(title="evil\x1b[2J\rtitle"))
+    spec_path(data_dir, "exp-x").parent.mkdir(parents=True)
+    spec_path(data_dir, "exp-x").write_text(spec.to_yaml())
+    write_state(data_dir, "exp-x", state="failed", error="bad\x1b[31m")
+    r = lab_cli("experiment", "list", data_dir=data_dir, timeout=60)
+    assert r.returncode == 0 and "evil\\x1b[2J\\rtitle" in r.stdout and "\x1b" not in r.stdout
+    r = lab_cli("experiment", "status", "exp-x", data_dir=data_dir, timeout=60)
+    assert r.returncode == 0 and "\x1b" not in r.stdout and "failed" in r.stdout

@@ -12,6 +12,7 @@ import shlex
 import sys
 import time
 
+from lab.cli import terminal_text as safe
 from lab.errors import LabError
 from lab.progress import Progress
 
@@ -85,7 +86,7 @@ def follow(exp_id: str, data_dir: str) -> int:
             reap(data_dir)
             p = experiment_progress(store, exp_id)
             if p.state == "failed":
-                print(f"\nexperiment {exp_id} failed: {p.error}", file=sys.stderr)
+                print(f"\nexperiment {exp_id} failed: {safe(p.error, keep_lines=True)}", file=sys.stderr)
                 return 2
             bar.eta = p.eta_s
             note = p.message()
@@ -118,22 +119,22 @@ def _status(args: argparse.Namespace) -> int:
         raise LabError(f"No experiment {args.id!r} in {store.data_dir}. "
                        "`python -m lab experiment list` lists them.")
     p = experiment_progress(store, args.id)
-    print(f"experiment {args.id}" + (f" · {spec.title}" if spec and spec.title else ""))
+    print(f"experiment {safe(args.id)}" + (f" · {safe(spec.title)}" if spec and spec.title else ""))
     if spec:
-        print(f"  model {spec.model} · {len(spec.arms)} arms × {len(spec.seeds)} seeds · "
+        print(f"  model {safe(spec.model)} · {len(spec.arms)} arms × {len(spec.seeds)} seeds · "
               f"pretraining {spec.pretrain.steps or 'none'} · budget {spec.branch.budget_steps} NTP "
               f"steps ({spec.branch.budget_mode})")
     if state.get("command"):
-        print(f"  command: {state['command']}")
+        print(f"  command: {safe(state['command'])}")
     eta = "" if p.eta_s is None or p.state != "running" else f", ETA {p.eta_s:.0f}s"
-    print(f"  {p.state}: {p.fraction:.0%} done{eta} · {p.message()}")
+    print(f"  {p.state}: {p.fraction:.0%} done{eta} · {safe(p.message(), keep_lines=True)}")
     if not jobs.empty:
         show = jobs[["id", "kind", "arm", "seed", "benchmarks", "status", "step", "max_steps", "error"]].copy()
         show["error"] = show["error"].map(lambda e: "" if not isinstance(e, str) else e.splitlines()[0][:60])
         show["seed"] = show["seed"].map(lambda s: "" if pd.isna(s) else int(s))
-        print(show.to_string(index=False))
+        print(safe(show.to_string(index=False), keep_lines=True))
     for line in _summary_lines(store, args.id):
-        print(line)
+        print(safe(line))
     return 0
 
 
@@ -156,7 +157,8 @@ def _list(args: argparse.Namespace) -> int:
     if df.empty:
         print("no experiments yet")
     for r in df.to_dict("records"):
-        print(f"{r['id']}  {(r['title'] or '-')[:40]:<40}  {r['model'] or '?':<14}  {r['state'] or '-':<10}  "
+        print(f"{safe(r['id'])}  {safe(r['title'] or '-')[:40]:<40}  {safe(r['model'] or '?'):<14}  "
+              f"{safe(r['state'] or '-'):<10}  "
               f"{int(r['jobs'])} jobs, {int(r['active'])} active, {int(r['failed'])} failed")
     return 0
 
@@ -183,5 +185,5 @@ def _presets(args: argparse.Namespace) -> int:
         print(presets()[args.id].read_text(encoding="utf-8"), end="")
         return 0
     for pid in presets():
-        print(f"{pid:<14} {load_preset(pid).title}")
+        print(f"{pid:<14} {safe(load_preset(pid).title)}")
     return 0

@@ -30,11 +30,9 @@ from typing import Any
 
 from lab.config import RunConfig
 from lab.evaluation import EvalSpec
-from lab.experiments.spec import ExperimentSpec
+from lab.experiments.spec import STEP_HEADROOM, ExperimentSpec
 from lab.flops import train_flops
 
-# flops mode: max_steps only guards against a runaway; the FLOP budget ends the run.
-STEP_HEADROOM = 100
 # Rounding guard: k steps summed one by one must reach a budget of k steps' FLOPs.
 BUDGET_TOLERANCE = 1e-9
 # Base-model pairs of the "latent reasoning" control: the CoT benchmark vs its direct twin.

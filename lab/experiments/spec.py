@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lab import limits
 from lab.errors import LabError
 
 BUDGET_MODES = ("flops", "steps")
@@ -34,6 +35,7 @@ RESERVED = ("objective", "model", "corpus", "name", "max_steps", "max_flops", "s
             "after", "checkpoint_steps_of", "params", "arm")
 ARM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+STEP_HEADROOM = 100             # flops mode: max_steps = budget_steps x this (the FLOPs end a run)
 
 
 @dataclass
@@ -201,8 +203,16 @@ class ExperimentSpec:
             out.append(f"reference {self.reference!r} is not an arm id ({', '.join(ids) or 'none'})")
         if not self.seeds:
             out.append("seeds is empty: give a count (3) or a list of seeds ([0, 1, 2])")
-        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
-            out.append(f"seeds must be distinct numbers >= 0 (got {self.seeds})")
+        if len(set(self.seeds)) != len(self.seeds) or any(not 0 <= s <= limits.SEED_MAX for s in self.seeds):
+            out.append(f"seeds must be distinct numbers from 0 to {limits.SEED_MAX} (got {limits.short(self.seeds)})")
+        if not 0 <= self.pretrain.seed <= limits.SEED_MAX:
+            out.append(f"pretrain.seed must be from 0 to {limits.SEED_MAX} (got {self.pretrain.seed})")
+        for name, v, most in (("pretrain.steps", self.pretrain.steps, limits.INT32_MAX),
+                              ("branch.budget_steps", self.branch.budget_steps,
+                               limits.INT32_MAX // STEP_HEADROOM),
+                              ("evaluation.limit", self.evaluation.limit, limits.INT32_MAX)):
+            if v > most:
+                out.append(f"{name} must be at most {most:,} (got {v:,})")
         ev = self.evaluation
         unknown = [b for b in ev.benchmarks if b not in BENCHMARKS]
         if unknown or not ev.benchmarks:
