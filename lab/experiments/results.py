@@ -247,9 +247,14 @@ def item_prompts(store: Store, eval_id: str, item_ids: list[str]) -> dict[str, s
 
 
 def eval_items(store: Store, eval_ids: Sequence[str], item_ids: Sequence[str]) -> pd.DataFrame:
-    marks, imarks = ", ".join("?" for _ in eval_ids), ", ".join("?" for _ in item_ids)
-    return store.query(f"SELECT eval_id, item_id, prediction, target, extra FROM eval_items "
-                       f"WHERE eval_id IN ({marks}) AND item_id IN ({imarks})", [*eval_ids, *item_ids])
+    sql = ("SELECT eval_id, item_id, prediction, target, extra FROM eval_items "
+           f"WHERE eval_id IN ({_marks(eval_ids)}) AND item_id IN ({_marks(item_ids)})")
+    return store.query(sql, [*eval_ids, *item_ids])
+
+
+def _marks(values: Sequence[object]) -> str:
+    """One '?' placeholder per value, for an SQL IN list."""
+    return ", ".join("?" for _ in values)
 
 
 def training_metrics(store: Store, run_ids: list[str], names: Sequence[str]) -> pd.DataFrame:
