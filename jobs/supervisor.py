@@ -107,14 +107,16 @@ def worker_command(run: dict, cfg: dict, data_dir: Path, n_gpus: int) -> list[st
         return [sys.executable] + tail
     launch = [sys.executable, *LAUNCHER, "--num_machines", "1",
               "--dynamo_backend", "no"]
+    # lab/train.py resolves the run's precision ("auto" included) and passes it to its
+    # Accelerator, which overrides this flag; accelerate launch only knows no/bf16/fp16.
+    mp = cfg.get("mixed_precision", "auto")
     if n_gpus == 0:
-        mp = cfg.get("mixed_precision", "no")
         # Split the cores between the CPU slots: oversubscribed OpenMP threads slow every job down.
         threads = cpu_threads_per_job()
         launch += ["--cpu", "--num_processes", "1", "--num_cpu_threads_per_process", str(threads),
                    "--mixed_precision", "bf16" if mp == "bf16" else "no"]
     else:
-        launch += ["--num_processes", str(n_gpus), "--mixed_precision", cfg.get("mixed_precision", "no"),
+        launch += ["--num_processes", str(n_gpus), "--mixed_precision", mp if mp in ("bf16", "fp16") else "no",
                    "--main_process_port", str(_free_port())]
         if n_gpus > 1:
             launch += ["--multi_gpu"]

@@ -13,9 +13,9 @@ from typing import Any
 
 from lab import limits
 from lab.errors import LabError, regular_file
+from lab.precision import PRECISIONS
 
 DEVICES = ("auto", "cpu", "gpu")
-PRECISIONS = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -38,7 +38,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"           # auto | cpu | gpu
     num_gpus: int = 1              # processes when device is gpu (accelerate multi-GPU)
-    mixed_precision: str = "no"    # no | bf16 | fp16 (GPU only)
+    mixed_precision: str = "auto"  # auto (bf16 where native: GPU, AMX/AVX512-bf16 CPU) | no | bf16 | fp16 (GPU)
     rho: float = 1.0               # forking-token mask: train on the top-rho entropy tokens
     log_every: int = 1
     sample_every: int = 10         # record per-token samples / thoughts every N steps

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -19,6 +19,7 @@ from lab.checkpoint import (latest_checkpoint, load_checkpoint_state, load_model
 from lab.config import RunConfig
 from lab.corpora import load_documents, pack
 from lab.errors import LabError
+from lab import precision, profiling
 from lab.models import load_model
 from lab.objectives import get_objective
 from lab.progress import Progress
@@ -53,13 +54,85 @@ def lr_at(step: int, cfg: RunConfig) -> float:
     return cfg.lr
 
 
+def make_accelerator(mixed_precision: str):
+    """An Accelerator on the device `accelerate launch` chose (or the default one in-process),
+    with `mixed_precision` resolved there (`auto`: bf16 where native, lab/precision.py).
+    bf16 is autocast: weights, gradients and AdamW state stay fp32."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+    state = PartialState()
+    resolved = precision.resolve(mixed_precision, state.device.type)
+    earlier = AcceleratorState._shared_state.get("_mixed_precision")
+    if earlier not in (None, resolved) and state.num_processes == 1:
+        # accelerate keeps one state per process; an earlier in-process run (tests, the
+        # benchmark) may have used another precision, and one process trains one run at a time.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=resolved)
+
+
+@dataclass
+class StepResult:
+    loss: float                      # mean over the micro-batches
+    tokens: int
+    flops: float
+    metrics: dict[str, float]        # objective metrics, mean over the micro-batches
+    grad_norm: torch.Tensor
+
+
+def train_step(objective, micro_batches: Iterable[dict[str, torch.Tensor]], optimizer, acc,
+               trainable: list[torch.nn.Parameter], *, grad_accum: int, grad_clip: float,
+               step: int, lr: float) -> StepResult:
+    """One optimizer step, the same for the loop and the cost benchmark: for each micro-batch
+    objective.step under autocast and backward of loss / grad_accum; then clipping (or just
+    the norm), AdamW, zero_grad and the objective's after-step hook. Phases are timed through
+    lab.profiling (no-ops unless the benchmark records)."""
+    totals: dict[str, float] = {}
+    tokens, flops, loss_sum = 0, 0.0, 0.0
+    for batch in micro_batches:
+        with profiling.phase("step"), acc.autocast():
+            out = objective.step(batch, record=0)
+        if not torch.isfinite(out.loss):
+            raise LabError(f"The loss became {out.loss.item()} at step {step}. Lower the "
+                           f"learning rate (now {lr}) or check the data.")
+        with profiling.phase("backward"):
+            acc.backward(out.loss / grad_accum)
+        loss_sum += out.loss.item() / grad_accum
+        tokens += out.tokens
+        flops += out.flops
+        for k, v in out.metrics.items():
+            totals[k] = totals.get(k, 0.0) + v / grad_accum
+    with profiling.phase("optimizer"):
+        if grad_clip > 0:
+            grad_norm = acc.clip_grad_norm_(trainable, grad_clip)
+        else:
+            grad_norm = torch.norm(torch.stack([p.grad.norm() for p in trainable if p.grad is not None]))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        objective.after_optimizer_step()
+    return StepResult(loss=loss_sum, tokens=tokens, flops=flops, metrics=totals, grad_norm=grad_norm)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over fp32 master weights; the foreach (multi-tensor) kernels on CPU and the fused
+    one on GPU, instead of a Python loop over ~100 tensors."""
+    fused = bool(params) and params[0].is_cuda
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay,
+                             **({"fused": True} if fused else {"foreach": True}))
+
+
+def _micro_batch(windows: torch.Tensor, step: int, micro: int, cfg: RunConfig, acc) -> dict[str, torch.Tensor]:
+    idx = batch_indices(len(windows), step * acc.num_processes + acc.process_index, micro,
+                        cfg.batch_size, cfg.grad_accum, cfg.seed)
+    ids = windows[idx].to(acc.device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 def train(cfg: RunConfig, run_id: str, store: Store, *,
           should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
     """Train `cfg` as run `run_id`, resuming from its latest complete checkpoint if any."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    acc = make_accelerator(cfg.mixed_precision)
     main = acc.is_main_process
     set_seed(cfg.seed)
     data_dir = store.data_dir
@@ -77,7 +150,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(trainable, cfg.lr, cfg.weight_decay)
 
     start_step, flops_done, wall_done, state = 0, 0.0, 0.0, {}
     ckpt = latest_checkpoint(data_dir, run_id)
@@ -129,42 +202,19 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
                 group["lr"] = lr
             torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume
             is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
-            totals: dict[str, float] = {}
-            tokens, step_flops, loss_sum = 0, 0.0, 0.0
-            for micro in range(cfg.grad_accum):
-                idx = batch_indices(len(windows), step * acc.num_processes + acc.process_index, micro,
-                                    cfg.batch_size, cfg.grad_accum, cfg.seed)
-                ids = windows[idx].to(acc.device)
-                batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-                with acc.autocast():
-                    out = objective.step(batch, record=0)
-                if not torch.isfinite(out.loss):
-                    raise LabError(f"The loss became {out.loss.item()} at step {step + 1}. Lower the "
-                                   f"learning rate (now {cfg.lr}) or check the data.")
-                acc.backward(out.loss / cfg.grad_accum)
-                loss_sum += out.loss.item() / cfg.grad_accum
-                tokens += out.tokens
-                step_flops += out.flops
-                for k, v in out.metrics.items():
-                    totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
-            if cfg.grad_clip > 0:
-                grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
-            else:
-                grad_norm = torch.norm(torch.stack([p.grad.norm() for p in trainable if p.grad is not None]))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            objective.after_optimizer_step()
-
+            micro_batches = (_micro_batch(windows, step, micro, cfg, acc) for micro in range(cfg.grad_accum))
+            res = train_step(objective, micro_batches, optimizer, acc, trainable,
+                             grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, step=step + 1, lr=cfg.lr)
             dt = time.monotonic() - t0
             if is_sample_step and main and probe is not None:
                 _record_probe(objective, probe, cfg, step + 1, logger, acc)
-            flops_done += step_flops * acc.num_processes
-            last_step_flops = step_flops * acc.num_processes
-            loss_value = loss_sum
-            gn = float(grad_norm)
-            logger.metrics(step + 1, {"loss": loss_sum, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
-                                      "tokens_per_s": tokens * acc.num_processes / max(dt, 1e-9),
-                                      "step_time_s": dt, **totals},
+            flops_done += res.flops * acc.num_processes
+            last_step_flops = res.flops * acc.num_processes
+            loss_value = res.loss
+            gn = float(res.grad_norm)
+            logger.metrics(step + 1, {"loss": res.loss, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
+                                      "tokens_per_s": res.tokens * acc.num_processes / max(dt, 1e-9),
+                                      "step_time_s": dt, **res.metrics},
                            wall_time=time.monotonic() - t_start, flops=flops_done)
             logger.maybe_flush()
             done = step + 1
@@ -217,7 +267,9 @@ def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, opti
 
 
 def _device_text(acc) -> str:
+    """What the run computed on and in which precision, e.g. "cpu (2 threads, bf16 autocast)"."""
+    prec = precision.label(acc.mixed_precision)
     if acc.device.type == "cuda":
         name = torch.cuda.get_device_name(acc.device)
-        return f"{acc.num_processes}x {name} ({acc.mixed_precision})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+        return f"{acc.num_processes}x {name} ({prec})"
+    return f"cpu ({torch.get_num_threads()} threads, {prec})"

@@ -35,8 +35,8 @@ def apply_preset() -> None:
     st.session_state["f_objective"] = values["objective"]
     gpus = gpu_count()
     st.session_state["f_device"] = values["device"] if values["device"] != "gpu" or gpus else "auto"
-    if gpus:
-        st.session_state["f_precision"] = values["mixed_precision"]
+    st.session_state["f_precision"] = (values["mixed_precision"]
+                                       if values["mixed_precision"] != "fp16" or gpus else "auto")
     try:
         defaults = get_objective(values["objective"]).Params()
     except LabError:
@@ -124,9 +124,12 @@ with c2:
     n_gpu = gpu_count()
     device = st.selectbox("Device", ["auto", "cpu", "gpu"] if n_gpu else ["auto", "cpu"], key="f_device",
                           help="auto = a GPU when there is one, else the CPU.")
-    precision, num_gpus = "no", 1
+    precision = st.selectbox("Mixed precision", ["auto", "bf16", "no"] + (["fp16"] if n_gpu else []),
+                             key="f_precision", help="auto = bf16 autocast where the hardware runs it "
+                             "natively (GPUs with bf16, AMX/AVX512-bf16 CPUs), else fp32 (no). "
+                             "Weights and optimizer state stay fp32.")
+    num_gpus = 1
     if n_gpu:
-        precision = st.selectbox("Mixed precision", ["bf16", "no", "fp16"], key="f_precision")
         num_gpus = st.number_input("GPUs for this job", 1, n_gpu, 1, key="f_num_gpus")
     params = {}
     if obj_cls is not None and dataclasses.fields(obj_cls.Params):
