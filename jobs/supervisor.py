@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from jobs.manager import ROOT, _child_env, gpu_count, read_log_tail
+from jobs.queue import is_next_for_slot, slot_phase
 from lab.store import ACTIVE, Store, now
 
 CANCELLED = False
@@ -28,14 +29,18 @@ def _on_term(signum, frame) -> None:  # noqa: ARG001
     CANCELLED = True
 
 
-def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Store, run_id: str) -> list[int]:
-    """Block until `count` of the `total` slots of `kind` are free; return their fds."""
+def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Store,
+                  run_id: str) -> tuple[list[int] | None, list[int] | None]:
+    """Block until this job is first in line (jobs/queue.py) and `count` of the `total` slots
+    of `kind` are free; return their fds and indices (None, None when cancelled)."""
     folder = data_dir / "slots"
     folder.mkdir(parents=True, exist_ok=True)
+    store.update_run(run_id, phase=slot_phase(kind))
     last_beat = 0.0
     while True:
         held = []
-        for i in range(total):
+        # An earlier job waiting for this kind of slot gets the free ones first (FIFO).
+        for i in range(total if is_next_for_slot(store, run_id, kind) else 0):
             fd = os.open(folder / f"{kind}-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""
         env["OMP_NUM_THREADS"] = str(cpu_threads_per_job())
-    started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(),
+    started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(), phase="",
                                   heartbeat_at=now(), attempts=int(run.get("attempts") or 0) + 1)
     if not started or CANCELLED:
         store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now())
