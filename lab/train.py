@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from lab import distributed
 from lab.checkpoint import (latest_checkpoint, load_checkpoint_state, load_model_weights,
                             save_checkpoint)
 from lab.config import RunConfig
@@ -59,7 +60,8 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no")
+    acc = Accelerator(mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no",
+                      **distributed.accelerator_kwargs())
     main = acc.is_main_process
     set_seed(cfg.seed)
     data_dir = store.data_dir
@@ -100,7 +102,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     model, optimizer, prepared_extras = prepared[0], prepared[1], prepared[2:]
     objective.bind(model, dict(zip(names, prepared_extras)))
     if main:
-        store.update_run(run_id, device=_device_text(acc), max_steps=cfg.max_steps, phase="training")
+        store.update_run(run_id, device=distributed.device_text(acc), max_steps=cfg.max_steps, phase="training")
 
     # Samples are recorded on a FIXED probe batch, so views can compare the same text
     # across training steps (heatmaps, forking-token overlap between checkpoints).
@@ -127,7 +129,8 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
             lr = lr_at(step, cfg) * objective.lr_multiplier()
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume
+            # Thought sampling is reproducible on resume, and each rank draws its own numbers.
+            torch.manual_seed(distributed.rank_seed(cfg.seed * 7919 + step, acc))
             is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
             totals: dict[str, float] = {}
             tokens, step_flops, loss_sum = 0, 0.0, 0.0
@@ -154,16 +157,17 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             objective.after_optimizer_step()
+            loss_sum, tokens, step_flops, totals = distributed.reduce_step(acc, loss_sum, tokens, step_flops, totals)
 
             dt = time.monotonic() - t0
-            if is_sample_step and main and probe is not None:
+            if is_sample_step and probe is not None:   # every rank: the wrapped model's forward syncs
                 _record_probe(objective, probe, cfg, step + 1, logger, acc)
-            flops_done += step_flops * acc.num_processes
-            last_step_flops = step_flops * acc.num_processes
+            flops_done += step_flops
+            last_step_flops = step_flops
             loss_value = loss_sum
             gn = float(grad_norm)
             logger.metrics(step + 1, {"loss": loss_sum, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
-                                      "tokens_per_s": tokens * acc.num_processes / max(dt, 1e-9),
+                                      "tokens_per_s": tokens / max(dt, 1e-9),
                                       "step_time_s": dt, **totals},
                            wall_time=time.monotonic() - t_start, flops=flops_done)
             logger.maybe_flush()
@@ -180,6 +184,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         logger.flush_quietly()   # a cancel or a crash keeps every step it logged
         raise
     logger.flush()
+    distributed.assert_same_on_all_ranks(acc, objective.state_tensors(), f"{cfg.objective}'s objective state")
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
 
@@ -214,10 +219,3 @@ def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, opti
     return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped, optimizer,
                            {"step": step, "flops": flops, "wall_time": wall, "keep_steps": sorted(keep)},
                            objective.state_tensors(), keep=keep)
-
-
-def _device_text(acc) -> str:
-    if acc.device.type == "cuda":
-        name = torch.cuda.get_device_name(acc.device)
-        return f"{acc.num_processes}x {name} ({acc.mixed_precision})"
-    return f"cpu ({torch.get_num_threads()} threads)"
