@@ -193,7 +193,8 @@ def resume(run_id: str, data_dir: str | Path = "data") -> str:
     run = store.require_run(run_id)
     if run["status"] in ACTIVE:
         raise LabError(f"Run {run_id} is {run['status']}; only a stopped run can be resumed.")
-    store.update_run(run_id, status="queued", error=None, finished_at=None)
+    store.update_run(run_id, status="queued", error=None, finished_at=None, queued_at=now(),
+                     phase="")   # back of the queue (jobs/queue.py)
     start_supervisor(store, run_id)
     return run_id
 

@@ -11,13 +11,14 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from jobs.manager import ROOT, _child_env, gpu_count, read_log_tail
+from jobs.queue import is_next_for_slot, slot_phase
+from jobs.topology import LAUNCHER, job_topology, worker_command
 from lab.store import ACTIVE, Store, now
 
 CANCELLED = False
@@ -28,14 +29,18 @@ def _on_term(signum, frame) -> None:  # noqa: ARG001
     CANCELLED = True
 
 
-def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Store, run_id: str) -> list[int]:
-    """Block until `count` of the `total` slots of `kind` are free; return their fds."""
+def acquire_slots(data_dir: Path, kind: str, count: int, total: int, store: Store,
+                  run_id: str) -> tuple[list[int] | None, list[int] | None]:
+    """Block until this job is first in line (jobs/queue.py) and `count` of the `total` slots
+    of `kind` are free; return their fds and indices (None, None when cancelled)."""
     folder = data_dir / "slots"
     folder.mkdir(parents=True, exist_ok=True)
+    store.update_run(run_id, phase=slot_phase(kind))
     last_beat = 0.0
     while True:
         held = []
-        for i in range(total):
+        # An earlier job waiting for this kind of slot gets the free ones first (FIFO).
+        for i in range(total if is_next_for_slot(store, run_id, kind) else 0):
             fd = os.open(folder / f"{kind}-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,37 +97,6 @@ def cpu_threads_per_job() -> int:
     return max(1, (os.cpu_count() or 1) // cpu_slots())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-LAUNCHER = ["-m", "jobs.launch"]   # `accelerate launch` that passes on the worker's exit status
-
-
-def worker_command(run: dict, cfg: dict, data_dir: Path, n_gpus: int) -> list[str]:
-    tail = ["-m", "jobs.worker", run["id"], "--data-dir", str(data_dir)]
-    if run.get("kind") != "train":
-        return [sys.executable] + tail
-    launch = [sys.executable, *LAUNCHER, "--num_machines", "1",
-              "--dynamo_backend", "no"]
-    # lab/train.py resolves the run's precision ("auto" included) and passes it to its
-    # Accelerator, which overrides this flag; accelerate launch only knows no/bf16/fp16.
-    mp = cfg.get("mixed_precision", "auto")
-    if n_gpus == 0:
-        # Split the cores between the CPU slots: oversubscribed OpenMP threads slow every job down.
-        threads = cpu_threads_per_job()
-        launch += ["--cpu", "--num_processes", "1", "--num_cpu_threads_per_process", str(threads),
-                   "--mixed_precision", "bf16" if mp == "bf16" else "no"]
-    else:
-        launch += ["--num_processes", str(n_gpus), "--mixed_precision", mp if mp in ("bf16", "fp16") else "no",
-                   "--main_process_port", str(_free_port())]
-        if n_gpus > 1:
-            launch += ["--multi_gpu"]
-    return launch + tail
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_id")
@@ -137,24 +111,27 @@ def main(argv: list[str] | None = None) -> int:
                                  require_finished=run.get("kind") != "train"):
         return 0
     device = cfg.get("device", "auto")
-    n_available = gpu_count() if device in ("auto", "gpu") else 0
-    n_gpus = min(int(cfg.get("num_gpus", 1) or 1), n_available) if n_available else 0
-    if n_gpus:
-        fds, slots = acquire_slots(data_dir, "gpu", n_gpus, n_available, store, args.run_id)
+    topo = job_topology(cfg, run.get("kind"), gpu_count() if device in ("auto", "gpu") else 0)
+    if topo.gpus:
+        fds, slots = acquire_slots(data_dir, "gpu", topo.gpus, gpu_count(), store, args.run_id)
     else:
-        fds, slots = acquire_slots(data_dir, "cpu", 1, cpu_slots(), store, args.run_id)
+        # Every process of a CPU job holds a CPU slot (all of them when it has more processes
+        # than there are slots) and splits the cores of the slots it holds.
+        n_slots = min(topo.processes, cpu_slots())
+        topo.threads = max(1, n_slots * cpu_threads_per_job() // topo.processes)
+        fds, slots = acquire_slots(data_dir, "cpu", n_slots, cpu_slots(), store, args.run_id)
     if fds is None:
         store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now(),
                             error="cancelled while queued")
         return 0
-    cmd = worker_command(run, cfg, data_dir, n_gpus)
+    cmd = worker_command(run, cfg, data_dir, topo)
     env = _child_env()
-    if n_gpus:
+    if topo.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""
-        env["OMP_NUM_THREADS"] = str(cpu_threads_per_job())
-    started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(),
+        env["OMP_NUM_THREADS"] = str(topo.threads)
+    started = store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(), phase="",
                                   heartbeat_at=now(), attempts=int(run.get("attempts") or 0) + 1)
     if not started or CANCELLED:
         store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now())

@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
     print(f"[worker] {status}" + (f": {error}" if error else ""), flush=True)
-    if main_rank:
+    # A failure on any rank is recorded by that rank: the launcher then stops the other ranks
+    # with SIGTERM, which rank 0 would otherwise record as a cancel.
+    if main_rank or status == "failed":
         try:
             store.set_status_if(args.run_id, ACTIVE, status=status, error=error, finished_at=now())
         except LabError as e:     # e.g. a full disk: the log keeps the outcome, the supervisor retries

@@ -127,16 +127,19 @@ def terminal_text(value: Any, keep_lines: bool = False) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from jobs.manager import reap
+    from jobs.queue import queue_positions
     from lab.store import Store
     reap(args.data_dir)
     df = Store(args.data_dir).list_runs(kind=None if args.all else "train")
     if df.empty:
         print("no runs yet")
         return 0
+    places = queue_positions(Store(args.data_dir))
     for r in df.to_dict("records"):
         name, objective = terminal_text(r["name"] or "-")[:28], terminal_text(r["objective"])
+        place = f"  {places[r['id']].text}" if r["id"] in places else ""
         print(f"{terminal_text(r['id'])}  {name:<28}  {objective:<10}  {r['status']:<9}  "
-              f"step {int(r['step'] or 0)}/{int(r['max_steps'] or 0)}")
+              f"step {int(r['step'] or 0)}/{int(r['max_steps'] or 0)}{place}")
     return 0
 
 

@@ -38,6 +38,10 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"           # auto | cpu | gpu
     num_gpus: int = 1              # processes when device is gpu (accelerate multi-GPU)
+    # Data-parallel processes (ranks). On CPU: that many processes (gloo), each its own share
+    # of the cores; on GPU: one process per GPU, max(num_gpus, num_processes) GPUs.
+    num_processes: int = 1
+    fsdp: bool = False             # shard weights/grads/optimizer over the ranks (accelerate FSDP)
     mixed_precision: str = "auto"  # auto (bf16 where native: GPU, AMX/AVX512-bf16 CPU) | no | bf16 | fp16 (GPU)
     rho: float = 1.0               # forking-token mask: train on the top-rho entropy tokens
     log_every: int = 1
@@ -121,6 +125,8 @@ class RunConfig:
             need("mixed_precision", self.mixed_precision in PRECISIONS,
                  f"mixed_precision must be one of {PRECISIONS} (got {self.mixed_precision!r})")
             need("num_gpus", self.num_gpus >= 1, f"num_gpus must be at least 1 (got {self.num_gpus})")
+            need("num_processes", self.num_processes >= 1,
+                 f"num_processes must be at least 1 (got {self.num_processes})")
             need("mixed_precision", not (self.device == "cpu" and self.mixed_precision == "fp16"),
                  "fp16 mixed precision needs a GPU; use 'no' or 'bf16' on CPU")
             need("corpus", bool(str(self.corpus).strip()), "corpus is empty: use 'builtin' or a file path")

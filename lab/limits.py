@@ -25,7 +25,7 @@ MAX_LOG_LINES = 100_000        # `lab show --lines`
 # targets can run. Other whole numbers must fit INT32.
 MAX_BY_NAME = {"seed": SEED_MAX, "corpus_docs": 1_000_000, "n_docs": 1_000_000, "n_positions": 8192,
                "batch_size": 65_536, "grad_accum": 65_536,
-               "n_samples": 64, "num_gpus": 64,
+               "n_samples": 64, "num_gpus": 64, "num_processes": 256,
                "group_size": 256, "n_passes": 64, "n_ahead": 1024, "n_ahead_talk": 1024,
                "max_thought_tokens": 8192, "max_new_tokens": 8192, "positions_per_doc": 8192,
                "top_k": 2**17}

@@ -62,6 +62,8 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS thoughts_run ON thoughts(run_id)",
     # Columns added after the first release: older databases get them on open.
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS phase VARCHAR DEFAULT ''",
+    # When the run last joined the queue (submit or resume): the queue is first-in first-out.
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS queued_at TIMESTAMP",
 ]
 
 TABLE_COLUMNS = {
@@ -76,7 +78,7 @@ TABLE_COLUMNS = {
 RUN_FIELDS = {"name", "objective", "kind", "status", "model", "corpus", "config", "started_at",
               "finished_at", "heartbeat_at", "step", "max_steps", "error", "git_commit",
               "versions", "command", "pid", "worker_pid", "device", "log_path", "tags", "notes",
-              "experiment", "attempts", "phase"}
+              "experiment", "attempts", "phase", "queued_at"}
 
 
 def now() -> datetime:
@@ -226,15 +228,15 @@ class Store:
     # ---- runs ------------------------------------------------------------------------
     def create_run(self, *, config: dict, status: str = "queued", kind: str = "train",
                    command: str = "", run_id: str | None = None) -> str:
-        run_id = run_id or new_run_id()
+        run_id, created = run_id or new_run_id(), now()
         with self.write() as con:
             con.execute(
                 """INSERT INTO runs (id, name, objective, kind, status, model, corpus, config,
-                   created_at, max_steps, experiment, command, git_commit, versions)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   created_at, queued_at, max_steps, experiment, command, git_commit, versions)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [run_id, config.get("name") or "", config.get("objective", ""), kind, status,
                  config.get("model", ""), config.get("corpus", ""), json.dumps(config, sort_keys=True),
-                 now(), config.get("max_steps"), config.get("experiment", ""), command,
+                 created, created, config.get("max_steps"), config.get("experiment", ""), command,
                  git_commit(), json.dumps(package_versions())])
         return run_id
 

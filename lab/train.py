@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from lab import distributed
 from lab.checkpoint import (latest_checkpoint, load_checkpoint_state, load_model_weights,
                             save_checkpoint)
 from lab.config import RunConfig
@@ -60,14 +61,14 @@ def make_accelerator(mixed_precision: str):
     bf16 is autocast: weights, gradients and AdamW state stay fp32."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
-    state = PartialState()
+    state = PartialState(**distributed.accelerator_kwargs())
     resolved = precision.resolve(mixed_precision, state.device.type)
     earlier = AcceleratorState._shared_state.get("_mixed_precision")
     if earlier not in (None, resolved) and state.num_processes == 1:
         # accelerate keeps one state per process; an earlier in-process run (tests, the
         # benchmark) may have used another precision, and one process trains one run at a time.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=resolved)
+    return Accelerator(mixed_precision=resolved, **distributed.accelerator_kwargs())
 
 
 @dataclass
@@ -173,7 +174,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     model, optimizer, prepared_extras = prepared[0], prepared[1], prepared[2:]
     objective.bind(model, dict(zip(names, prepared_extras)))
     if main:
-        store.update_run(run_id, device=_device_text(acc), max_steps=cfg.max_steps, phase="training")
+        store.update_run(run_id, device=distributed.device_text(acc), max_steps=cfg.max_steps, phase="training")
 
     # Samples are recorded on a FIXED probe batch, so views can compare the same text
     # across training steps (heatmaps, forking-token overlap between checkpoints).
@@ -200,21 +201,23 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
             lr = lr_at(step, cfg) * objective.lr_multiplier()
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            torch.manual_seed(cfg.seed * 7919 + step)  # thought sampling is reproducible on resume
+            # Thought sampling is reproducible on resume, and each rank draws its own numbers.
+            torch.manual_seed(distributed.rank_seed(cfg.seed * 7919 + step, acc))
             is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
             micro_batches = (_micro_batch(windows, step, micro, cfg, acc) for micro in range(cfg.grad_accum))
             res = train_step(objective, micro_batches, optimizer, acc, trainable,
                              grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, step=step + 1, lr=cfg.lr)
             dt = time.monotonic() - t0
-            if is_sample_step and main and probe is not None:
+            if is_sample_step and probe is not None:   # every rank: the wrapped model's forward syncs
                 _record_probe(objective, probe, cfg, step + 1, logger, acc)
-            flops_done += res.flops * acc.num_processes
-            last_step_flops = res.flops * acc.num_processes
-            loss_value = res.loss
+            loss_value, tokens, step_flops, metrics = distributed.reduce_step(
+                acc, res.loss, res.tokens, res.flops, res.metrics)
+            flops_done += step_flops
+            last_step_flops = step_flops
             gn = float(res.grad_norm)
-            logger.metrics(step + 1, {"loss": res.loss, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
-                                      "tokens_per_s": res.tokens * acc.num_processes / max(dt, 1e-9),
-                                      "step_time_s": dt, **res.metrics},
+            logger.metrics(step + 1, {"loss": loss_value, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
+                                      "tokens_per_s": tokens / max(dt, 1e-9),
+                                      "step_time_s": dt, **metrics},
                            wall_time=time.monotonic() - t_start, flops=flops_done)
             logger.maybe_flush()
             done = step + 1
@@ -230,6 +233,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         logger.flush_quietly()   # a cancel or a crash keeps every step it logged
         raise
     logger.flush()
+    distributed.assert_same_on_all_ranks(acc, objective.state_tensors(), f"{cfg.objective}'s objective state")
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
 
@@ -264,12 +268,3 @@ def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, opti
     return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped, optimizer,
                            {"step": step, "flops": flops, "wall_time": wall, "keep_steps": sorted(keep)},
                            objective.state_tensors(), keep=keep)
-
-
-def _device_text(acc) -> str:
-    """What the run computed on and in which precision, e.g. "cpu (2 threads, bf16 autocast)"."""
-    prec = precision.label(acc.mixed_precision)
-    if acc.device.type == "cuda":
-        name = torch.cuda.get_device_name(acc.device)
-        return f"{acc.num_processes}x {name} ({prec})"
-    return f"cpu ({torch.get_num_threads()} threads, {prec})"

@@ -64,6 +64,35 @@ def test_cpu_queue_runs_one_job_at_a_time_by_default(data_dir, monkeypatch):
     assert store.get_run(a)["status"] == store.get_run(b)["status"] == "finished"
 
 
+def test_jobs_start_first_in_first_out_and_show_their_queue_position(data_dir, monkeypatch):
+    """One CPU slot; a training run, then an evaluation, then two training runs: they start in
+    that order (before, whichever supervisor polled first when the slot freed won, so a later
+    experiment job could overtake an earlier eval). A job waiting for a run is not in line."""
+    from jobs.manager import submit_eval
+    from jobs.queue import queue_positions
+    from lab.evaluation import EvalSpec
+    monkeypatch.delenv("THOUGHTLAB_CPU_JOBS", raising=False)
+    store = Store(data_dir).init()
+    first = submit(tiny_config(max_steps=3), data_dir)
+    ev = submit_eval(EvalSpec(model="tiny-random", benchmark="math-test", limit=2, max_new_tokens=4),
+                     data_dir)
+    later = [submit(tiny_config(max_steps=2), data_dir) for _ in range(2)]
+    blocked = submit(tiny_config(max_steps=2, after=[later[1]]), data_dir)
+    assert wait_for(lambda: status(store, first) == "running", timeout=120)
+    places = queue_positions(store)
+    assert [places[r].position for r in (ev, *later)] == [1, 2, 3]
+    assert places[blocked].position is None and places[blocked].waits_for == [later[1]]
+    listing = lab_cli("runs", "--all", data_dir=data_dir).stdout
+    assert next(line for line in listing.splitlines() if line.startswith(ev)).endswith("#1 in queue")
+    assert f"waits for {later[1]}" in listing
+    order = [first, ev, *later, blocked]
+    assert wait_for(lambda: all(status(store, r) not in ("queued", "running") for r in order), timeout=400)
+    runs = [store.get_run(r) for r in order]
+    assert [r["status"] for r in runs] == ["finished"] * 5, [r["error"] for r in runs]
+    started = [r["started_at"] for r in runs]
+    assert started == sorted(started), "jobs started out of the order they were queued in"
+
+
 def test_kill_9_of_a_running_job_is_shown_failed_and_keeps_metrics(data_dir):
     store = Store(data_dir).init()
     rid = submit(tiny_config(max_steps=2000, checkpoint_every=0), data_dir)

@@ -95,9 +95,8 @@ def ntp_step_flops(cfg: RunConfig, desc: dict) -> float:
     """Training FLOPs of one NTP optimizer step of cfg's batch shape, counted as lab.train
     counts them (packed windows: every position is a token; all processes summed)."""
     from jobs.manager import gpu_count
-    n_proc = 1
-    if cfg.device in ("auto", "gpu"):
-        n_proc = min(cfg.num_gpus, gpu_count()) or 1
+    from jobs.topology import job_topology
+    n_proc = job_topology(cfg.to_dict(), "train", gpu_count() if cfg.device in ("auto", "gpu") else 0).processes
     micro = train_flops(desc, cfg.batch_size * cfg.seq_len, cfg.seq_len)
     return micro * cfg.grad_accum * n_proc
 
