@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from lab import profiling
 from lab.entropy import token_entropy
 from lab.flops import forward_flops
 from lab.records import sequence_records
@@ -140,6 +141,7 @@ def _sample_next(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor
     return tok, logp.gather(-1, tok[:, None])[:, 0]
 
 
+@profiling.timed("rl.sample")
 @torch.no_grad()
 def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int,
                   max_new_tokens: int, temperature: float, pad_id: int,
@@ -207,6 +209,7 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
     tokens, mask = torch.stack(toks, 1), torch.stack(real, 1)
     ro = Rollouts(prompt_ids=ids, prompt_mask=pmask, tokens=tokens, mask=mask,
                   sampler_logp=torch.stack(lps, 1), stop=stop, group_size=group_size)
+    profiling.count("generated_tokens", ro.mask.sum())
     if keep_cache:
         ro.cache, ro.cache_mask, ro.next_pos, ro.last_logits = cache, attn, next_pos, last_logits
     return ro
@@ -223,6 +226,7 @@ def teacher_rollouts(prompts: Sequence[Sequence[int]], completions: Sequence[Seq
                     stop=["given"] * len(completions), group_size=1)
 
 
+@profiling.timed("rl.score_tails")
 @torch.no_grad()
 def score_tails(model: torch.nn.Module, ro: Rollouts, tails: Sequence[Sequence[int]],
                 pad_id: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -248,6 +252,7 @@ def score_tails(model: torch.nn.Module, ro: Rollouts, tails: Sequence[Sequence[i
             [top1[i, :len(t)] for i, t in enumerate(tails)])
 
 
+@profiling.timed("rl.next_token_logprobs")
 @torch.no_grad()
 def next_token_logprobs(model: torch.nn.Module, contexts: Sequence[Sequence[int]],
                         targets: Sequence[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +268,7 @@ def next_token_logprobs(model: torch.nn.Module, contexts: Sequence[Sequence[int]
 
 # ---- the gradient-bearing forward -----------------------------------------------------------
 
+@profiling.timed("rl.policy_fwd")
 def policy_logprobs(model: torch.nn.Module, ro: Rollouts, rows: torch.Tensor | None = None, *,
                     temperature: float = 1.0, with_entropy: bool = True,
                     entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -362,6 +368,7 @@ def rollout_flops(desc: dict, ro: Rollouts, extra_tokens: int = 0) -> float:
 
 # ---- EMA ---------------------------------------------------------------------------------
 
+@profiling.timed("rl.ema_update")
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, tau: float) -> None:
     """phi <- tau * phi + (1 - tau) * theta for floating parameters; buffers are copied."""

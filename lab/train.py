@@ -54,20 +54,20 @@ def lr_at(step: int, cfg: RunConfig) -> float:
     return cfg.lr
 
 
-def make_accelerator(mixed_precision: str):
+def make_accelerator(mixed_precision: str, cpu: bool = False):
     """An Accelerator on the device `accelerate launch` chose (or the default one in-process),
     with `mixed_precision` resolved there (`auto`: bf16 where native, lab/precision.py).
     bf16 is autocast: weights, gradients and AdamW state stay fp32."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
-    state = PartialState()
+    state = PartialState(cpu=cpu)
     resolved = precision.resolve(mixed_precision, state.device.type)
     earlier = AcceleratorState._shared_state.get("_mixed_precision")
     if earlier not in (None, resolved) and state.num_processes == 1:
         # accelerate keeps one state per process; an earlier in-process run (tests, the
         # benchmark) may have used another precision, and one process trains one run at a time.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=resolved)
+    return Accelerator(mixed_precision=resolved, cpu=cpu)
 
 
 @dataclass
