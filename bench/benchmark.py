@@ -197,19 +197,20 @@ def run_child(spec: dict) -> dict:
         ntp = NTP(model, tok, NTPParams(), RunConfig(objective="ntp", **common).validate(), device)
         ntp.bind(model, {})
 
-    rec = profiling.Recorder(sync=sync)
+    clock = time.process_time if spec.get("clock") == "cpu" else time.perf_counter
+    rec = profiling.Recorder(sync=sync, clock=clock)
 
     def one_step(o, seed_step: int) -> dict:
         """The training loop's own step (lab.train.train_step), its phases from lab.profiling."""
         torch.manual_seed(spec["seed"] * 7919 + seed_step)
         rec.reset()
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         with profiling.recording(rec):
             res = train_step(o, [batch], optimizer, acc, trainable, grad_accum=1,
                              grad_clip=cfg.grad_clip, step=seed_step + 1, lr=cfg.lr)
         sync()
-        total = time.perf_counter() - t0
+        total = clock() - t0
         phases = {k: v for k, v in rec.times.items() if k not in STEP_PARTS}
         return {"time": total, "step_fn": rec.times.get("step", 0.0),
                 "backward": rec.times.get("backward", 0.0), "optimizer": rec.times.get("optimizer", 0.0),
@@ -334,7 +335,7 @@ def _mib(b):
 def markdown(result: dict) -> str:
     lines = []
     env = result["environment"]
-    lines.append(f"Device: {env['device']}; torch {env['torch']}, transformers {env['transformers']}; "
+    lines.append(f"Clock: {result['args'].get('clock', 'wall')}. Device: {env['device']}; torch {env['torch']}, transformers {env['transformers']}; "
                  f"threads {env['threads']}; CPUs {env['cpu_count']}; "
                  f"load average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
     for model in result["models"]:
@@ -489,6 +490,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "weights) or auto (lab/precision.py's choice); e.g. fp32,bf16")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="GPU peak bf16 dense TFLOP/s for MFU (H100 SXM: 989)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall: perf_counter; cpu: the process's CPU seconds (time.process_time), "
+                        "steadier on a loaded machine with --threads 1")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus-docs", type=int, default=400)
@@ -525,7 +529,7 @@ def _run_model(args, model: str, prec: str, ids, idx: list[int], batch_file: Pat
         tag = f"{model}-{prec}-{case}"
         spec = {"model": model, "case": case, "params": params, "batch_file": str(batch_file),
                 "device": device, "threads": args.threads, "seed": args.seed, "lr": args.lr,
-                "precision": PRECISION_NAMES[prec], "warmup": args.warmup, "steps": args.steps,
+                "precision": PRECISION_NAMES[prec], "clock": args.clock, "warmup": args.warmup, "steps": args.steps,
                 "out_file": str(tmp / f"out-{tag}.json")}
         spec_file = tmp / f"spec-{tag}.json"
         spec_file.write_text(json.dumps(spec))
