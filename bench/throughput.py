@@ -116,7 +116,8 @@ def eval_throughput(model, tok, device, args, precision: str, sync) -> dict[str,
             print(f"[throughput] {DATA / file} missing: {name} skipped", file=sys.stderr)
             continue
         items = load_items(name, str(DATA / file), limit=args.eval_items)
-        spec = EvalSpec(model=args.model, benchmark=name, batch_size=args.batch)
+        spec = EvalSpec(model=args.model, benchmark=name, batch_size=args.batch,
+                        max_new_tokens=args.eval_new_tokens)
         with _autocast(precision):
             t = timed(lambda: fn(engine, items, spec, None), max(1, args.repeats // 2), sync)
         out[f"eval_{name}_items_s"] = len(items) / t
@@ -146,7 +147,7 @@ def markdown(results: list[dict], env: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--precision", default="fp32,bf16")
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--eval-items", type=int, default=16, help="0 = no evaluation figures")
+    p.add_argument("--eval-new-tokens", type=int, default=0,
+                   help="GSM8K generation budget (0 = the benchmark's default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -161,18 +164,23 @@ def main(argv=None) -> int:
                    help="cpu: the process's CPU seconds, steadier on a loaded machine with --threads 1")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
+    args.precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    if not args.precisions or any(x not in PRECISIONS for x in args.precisions):
+        p.error(f"--precision: comma-separated from {', '.join(PRECISIONS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     global clock
     clock = CLOCK[args.clock]
-    precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
-    if not precisions or any(x not in PRECISIONS for x in precisions):
-        p.error(f"--precision: comma-separated from {', '.join(PRECISIONS)}")
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
     env = {"model": args.model, "threads": torch.get_num_threads(), "clock": args.clock,
            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu"
            else "cpu", "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
-    results = [measure(args, prec) for prec in precisions]
+    results = [measure(args, prec) for prec in args.precisions]
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "args": vars(args), "results": results}, indent=1))
