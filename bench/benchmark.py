@@ -3,17 +3,20 @@
     python -m bench.benchmark [--models tiny-random,smollm2-135m] [--objectives ntp,quiet-star,rlp,rpt]
                               [--batch 2] [--seq-len 64] [--steps 3] [--warmup 1] [--threads N]
                               [--params-json FILE] [--json PATH] [--device auto|cpu|cuda]
-                              [--peak-tflops 989]
+                              [--peak-tflops 989] [--precision fp32,bf16]
 
 What is measured (docs/benchmarks.md shows results and the exact commands)
 --------------------------------------------------------------------------
-- Every (model, case) runs in its own fresh subprocess, on the SAME batch: the parent packs the
+- Every (model, precision, case) runs in its own fresh subprocess, on the SAME batch: the parent packs the
   built-in corpus as lab/train.py does (`pack(load_documents("builtin", ...))`), takes the
   windows of step 0 (`batch_indices`) and hands the very same tensor to every subprocess.
-- One step = what the training loop does per optimizer step with grad_accum 1:
-  `objective.step(batch)` (bf16 autocast on GPU), `loss.backward()`, grad-norm clipping,
-  AdamW step, `zero_grad`, `objective.after_optimizer_step()`. Timed with perf_counter (with
-  cuda.synchronize on GPU), also split into step() / backward / optimizer.
+- One step = the training loop's own step, `lab.train.train_step` with grad_accum 1, through
+  the same Accelerator (`make_accelerator`) and AdamW (`make_optimizer`): `objective.step(batch)`
+  under autocast (bf16) or not (fp32), backward, grad-norm clipping, AdamW, `zero_grad`,
+  `objective.after_optimizer_step()`. Timed with perf_counter (with cuda.synchronize on GPU),
+  split into step() / backward / optimizer by train_step's lab.profiling phases.
+- --precision fp32,bf16 runs every case in each precision (bf16 = autocast over fp32 weights and
+  AdamW state, lab/precision.py) and adds a table of bf16 ÷ fp32 step times.
 - NTP bracketing: in the subprocess of objective X, an NTP objective shares X's model and
   optimizer and runs right before and after every X step (N X N X … N). The time ratio of X
   step i is t(X_i) / mean(t(N_before), t(N_after)); the table gives the median over the measured
@@ -32,16 +35,17 @@ What is measured (docs/benchmarks.md shows results and the exact commands)
   GPU: torch.cuda.max_memory_allocated (reset before every X step) minus the allocation after load.
 - GPU only: MFU = achieved FLOPs/s (StepOutput.flops / step time) / (--peak-tflops · 1e12),
   meaningful for NTP (the others count no-grad rollout FLOPs as well).
-- Phase timers: while X runs, a few library functions are wrapped with timers (Quiet-STaR's
-  run_thoughts; lab.rl's sampling, scoring, policy forward and EMA update; RPT's proxy filter),
-  which also count generated tokens exactly (sampled rollout tokens, Quiet-STaR thought tokens).
+- Phase timers: library functions marked with lab.profiling (Quiet-STaR's run_thoughts;
+  lab.rl's sampling, scoring, policy forward and EMA update; RPT's proxy filter) report their
+  time while the benchmark records, and count generated tokens exactly (sampled rollout tokens,
+  Quiet-STaR thought tokens). No function is replaced.
 
 Cases (the objective's own defaults unless listed; all are printed with the results)
 - ntp, quiet-star (12 / 4 / 2, the official defaults), rlp (G 4, 32 thought tokens).
 - rpt: the RL step (warmup_steps_format=0). On an untrained or small model every group usually
   gets equal (zero) rewards and GRPO drops it, so the "RL step" would only sample. To measure
-  the step RPT takes once groups carry signal, this case makes lab.rl.group_advantages keep
-  every group (the advantages stay those GRPO computed: 0 for an equal-reward group), so every
+  the step RPT takes once groups carry signal, this case sets RPT.train_equal_groups, which
+  trains every group (the advantages stay those GRPO computed: 0 for an equal-reward group), so every
   rollout gets the gradient-bearing forward and backward: the upper bound of an RL step. How
   many groups GRPO would have dropped is reported (bench/natural_dropped_share).
 - rpt-drop: the same RL step exactly as the objective runs it (groups dropped).
@@ -52,8 +56,6 @@ Cases (the objective's own defaults unless listed; all are printed with the resu
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import gc
 import json
 import os
@@ -85,23 +87,20 @@ CASES: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CASES = "ntp,quiet-star,rlp,rpt,rpt-drop,rpt-format"
 
-# Library functions timed while a case runs: (module[:Class], attribute, phase name).
-PHASES: dict[str, list[tuple[str, str, str]]] = {
-    "quiet-star": [("lab.objectives.quiet_star", "run_thoughts", "thought_passes_fwd")],
-    "rlp": [("lab.rl", "sample_groups", "sample"), ("lab.rl", "score_tails", "reward_with_thought"),
-            ("lab.rl", "next_token_logprobs", "reward_no_thought_x3"),
-            ("lab.rl", "policy_logprobs", "policy_fwd"), ("lab.rl", "ema_update", "ema_update")],
-    "rpt": [("lab.objectives.rpt:RPT", "_select", "proxy_filter"), ("lab.rl", "sample_groups", "sample"),
-            ("lab.rl", "policy_logprobs", "policy_fwd")],
-}
+# --precision names -> RunConfig.mixed_precision
+PRECISION_NAMES = {"fp32": "no", "bf16": "bf16", "auto": "auto"}
+
+# Parts of lab.train.train_step; every other phase is a library function marked with
+# lab.profiling (nested inside "step" or "optimizer").
+STEP_PARTS = ("step", "backward", "optimizer")
 PHASE_WORDS = {
-    "thought_passes_fwd": "run_thoughts: pass 0 + the thought passes, forward (sampling included)",
-    "sample": "rl.sample_groups: KV-cached sampling of the G rollouts (no grad)",
-    "reward_with_thought": "rl.score_tails: log p(x_t | thought) continuing the sampling cache",
-    "reward_no_thought_x3": "rl.next_token_logprobs: no-thought scoring by θ, EMA φ and θ0",
-    "policy_fwd": "rl.policy_logprobs: gradient-bearing forward over prompt + completion",
-    "ema_update": "rl.ema_update: EMA teacher update (in after_optimizer_step)",
-    "proxy_filter": "RPT._select: proxy forward + top-k entropy filter",
+    "qs.run_thoughts": "run_thoughts: pass 0 + the thought passes, forward (sampling included)",
+    "rl.sample": "rl.sample_groups: KV-cached sampling of the G rollouts (no grad)",
+    "rl.score_tails": "rl.score_tails: log p(x_t | thought) continuing the sampling cache",
+    "rl.next_token_logprobs": "rl.next_token_logprobs: no-thought scoring (RLP: by θ, EMA φ and θ0)",
+    "rl.policy_fwd": "rl.policy_logprobs: gradient-bearing forward over prompt + completion",
+    "rl.ema_update": "rl.ema_update: EMA teacher update (in after_optimizer_step)",
+    "rpt.proxy_filter": "RPT._select: proxy forward + top-k entropy filter",
 }
 
 
@@ -137,57 +136,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-class Probe:
-    """Timers around library functions, generated-token counts and GRPO group bookkeeping."""
-
-    def __init__(self, sync) -> None:
-        self.sync = sync
-        self.reset()
-
-    def reset(self) -> None:
-        self.times: dict[str, float] = {}
-        self.generated = 0
-        self.groups = 0
-        self.dropped = 0
-
-    def wrap(self, target: str, attr: str, key: str) -> None:
-        import importlib
-        module, _, cls = target.partition(":")
-        owner = importlib.import_module(module)
-        if cls:
-            owner = getattr(owner, cls)
-        orig = getattr(owner, attr)
-        probe = self
-
-        @functools.wraps(orig)
-        def timed(*args, **kwargs):
-            probe.sync()
-            t0 = time.perf_counter()
-            out = orig(*args, **kwargs)
-            probe.sync()
-            probe.times[key] = probe.times.get(key, 0.0) + time.perf_counter() - t0
-            if key == "sample":
-                probe.generated += int(out.mask.sum())
-            elif key == "thought_passes_fwd":
-                probe.generated += int(out.thought_ids.numel())
-            return out
-        setattr(owner, attr, timed)
-
-    def watch_groups(self, keep_all: bool) -> None:
-        """Count the groups GRPO drops; with keep_all, train them anyway (advantages unchanged)."""
-        from lab import rl
-        orig = rl.group_advantages
-        probe = self
-
-        @functools.wraps(orig)
-        def grouped(rewards, group_size, *args, **kwargs):
-            adv, keep = orig(rewards, group_size, *args, **kwargs)
-            probe.groups += keep.numel() // group_size
-            probe.dropped += int((~keep).sum()) // group_size
-            return (adv, keep.new_ones(keep.shape)) if keep_all else (adv, keep)
-        rl.group_advantages = grouped
-
-
 def _floats(d: dict) -> dict[str, float | None]:
     out = {}
     for k, v in d.items():
@@ -200,22 +148,23 @@ def _floats(d: dict) -> dict[str, float | None]:
 
 
 def run_child(spec: dict) -> dict:
-    """One (model, case): load, build, run N X N X … N, return the raw measurements."""
+    """One (model, case, precision): load, build, run N X N X … N, return the raw measurements."""
     import torch
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
+    from lab import profiling
     from lab.config import RunConfig
     from lab.models import load_model
     from lab.objectives import get_objective
     from lab.objectives.ntp import NTP, NTPParams
+    from lab.train import make_accelerator, make_optimizer, train_step
 
     t_start = time.perf_counter()
     load_avg = [os.getloadavg()]
-    device = torch.device(spec["device"])
+    acc = make_accelerator(spec["precision"], cpu=spec["device"] == "cpu")
+    device = acc.device
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda
-                else contextlib.nullcontext)
 
     lm = load_model(spec["model"], seed=spec["seed"])
     model, tok = lm.model.to(device), lm.tokenizer
@@ -230,52 +179,44 @@ def run_child(spec: dict) -> dict:
     case = CASES[spec["case"]]
     B, L = ids.shape
     common = dict(model=spec["model"], seq_len=L, batch_size=B, seed=spec["seed"], lr=spec["lr"],
-                  device="gpu" if cuda else "cpu", mixed_precision="bf16" if cuda else "no")
+                  device="gpu" if cuda else "cpu", mixed_precision=spec["precision"])
     cfg = RunConfig(objective=case["objective"], params=dict(spec["params"]), **common).validate()
     cls = get_objective(cfg.objective)
     obj = cls(model, tok, cls.Params(**cfg.params), cfg, device)
+    if case.get("keep_all_groups"):
+        obj.train_equal_groups = True
     extras = obj.extra_modules()
-    for m in extras.values():
-        m.to(device)
-    obj.bind(model, extras)
     trainable = [p for p in model.parameters() if p.requires_grad]
     trainable += [p for m in extras.values() for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(trainable, cfg.lr, cfg.weight_decay)
+    prepared = acc.prepare(model, optimizer, *extras.values())
+    model, optimizer = prepared[0], prepared[1]
+    obj.bind(model, dict(zip(extras, prepared[2:])))
     ntp = None
     if case["objective"] != "ntp":
-        ntp_cfg = RunConfig(objective="ntp", **common).validate()
-        ntp = NTP(model, tok, NTPParams(), ntp_cfg, device)
+        ntp = NTP(model, tok, NTPParams(), RunConfig(objective="ntp", **common).validate(), device)
+        ntp.bind(model, {})
 
-    probe = Probe(sync)
-    for target, attr, key in PHASES.get(case["objective"], []):
-        probe.wrap(target, attr, key)
-    if case["objective"] == "rpt":
-        probe.watch_groups(bool(case.get("keep_all_groups")))
+    clock = time.process_time if spec.get("clock") == "cpu" else time.perf_counter
+    rec = profiling.Recorder(sync=sync, clock=clock)
 
     def one_step(o, seed_step: int) -> dict:
+        """The training loop's own step (lab.train.train_step), its phases from lab.profiling."""
         torch.manual_seed(spec["seed"] * 7919 + seed_step)
-        probe.reset()
+        rec.reset()
         sync()
-        t0 = time.perf_counter()
-        with autocast():
-            out = o.step(batch, record=0)
+        t0 = clock()
+        with profiling.recording(rec):
+            res = train_step(o, [batch], optimizer, acc, trainable, grad_accum=1,
+                             grad_clip=cfg.grad_clip, step=seed_step + 1, lr=cfg.lr)
         sync()
-        t1 = time.perf_counter()
-        out.loss.backward()
-        sync()
-        t2 = time.perf_counter()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        o.after_optimizer_step()
-        sync()
-        t3 = time.perf_counter()
-        return {"time": t3 - t0, "step_fn": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2,
-                "flops": float(out.flops), "tokens": int(out.tokens), "loss": float(out.loss),
-                "generated": probe.generated, "phases": dict(probe.times),
-                "groups": probe.groups, "dropped_groups": probe.dropped,
-                "metrics": _floats(out.metrics)}
+        total = clock() - t0
+        phases = {k: v for k, v in rec.times.items() if k not in STEP_PARTS}
+        return {"time": total, "step_fn": rec.times.get("step", 0.0),
+                "backward": rec.times.get("backward", 0.0), "optimizer": rec.times.get("optimizer", 0.0),
+                "flops": float(res.flops), "tokens": int(res.tokens), "loss": float(res.loss),
+                "generated": int(rec.counts.get("generated_tokens", 0)), "phases": phases,
+                "metrics": _floats(res.metrics)}
 
     def x_step(r: int) -> dict:
         if cuda:
@@ -304,6 +245,7 @@ def run_child(spec: dict) -> dict:
         mem_method = "ru_maxrss of the whole run - RSS after load (could not reset the peak mark)"
     from lab.models import describe
     return {"case": spec["case"], "objective": case["objective"], "model": spec["model"],
+            "precision": acc.mixed_precision,
             "params": cfg.params, "batch_shape": [B, L], "device": str(device),
             "threads": torch.get_num_threads(), "load_s": load_s, "rss_after_load": rss_load,
             "gpu_alloc_after_load": gpu_load, "mem_method": mem_method, "warmup": spec["warmup"],
@@ -362,8 +304,9 @@ def summarise(raw: dict, peak_tflops: float | None) -> dict:
         out["ntp_flops"] = _median([s["flops"] for s in ns])
     out["flops_ratio"] = out["flops"] / out["ntp_flops"] if out["ntp_flops"] else None
     if raw["objective"] == "rpt":
-        groups = sum(s["groups"] for s in xs)
-        out["natural_dropped_share"] = (sum(s["dropped_groups"] for s in xs) / groups) if groups else None
+        groups = sum(s["metrics"].get("rpt/positions") or 0 for s in xs)
+        dropped = sum(s["metrics"].get("rpt/dropped_groups") or 0 for s in xs)
+        out["natural_dropped_share"] = dropped / groups if groups else None
     if peak_tflops and raw["device"].startswith("cuda"):
         out["mfu"] = out["achieved_flops_per_s"] / (peak_tflops * 1e12)
     if raw["objective"] == "quiet-star":
@@ -392,13 +335,15 @@ def _mib(b):
 def markdown(result: dict) -> str:
     lines = []
     env = result["environment"]
-    lines.append(f"Device: {env['device']}; torch {env['torch']}, transformers {env['transformers']}; "
+    lines.append(f"Clock: {result['args'].get('clock', 'wall')}. Device: {env['device']}; torch {env['torch']}, transformers {env['transformers']}; "
                  f"threads {env['threads']}; CPUs {env['cpu_count']}; "
                  f"load average at start {env['loadavg_start']}, at end {env['loadavg_end']}.")
     for model in result["models"]:
         lines.append("")
         size = f"{model['desc']['params'] / 1e6:.1f} M params, " if model.get("desc") else ""
-        lines.append(f"### {model['model']}: batch {model['batch'][0]} × {model['batch'][1]} "
+        prec = model.get("precision", "auto")
+        prec += f" → {model['resolved_precision']}" if model.get("resolved_precision") not in (None, prec) else ""
+        lines.append(f"### {model['model']} ({prec}): batch {model['batch'][0]} × {model['batch'][1]} "
                      f"(windows {model['window_indices']}), {size}warm-up {result['args']['warmup']}, "
                      f"measured steps {result['args']['steps']}")
         lines.append("")
@@ -445,7 +390,7 @@ def markdown(result: dict) -> str:
         used = sorted({k for c in model["cases"] for k in c.get("phases_s", {})})
         if used:
             lines.append("")
-            lines.append("Phase legend: " + "; ".join(f"{k} = {PHASE_WORDS[k]}" for k in used) + ".")
+            lines.append("Phase legend: " + "; ".join(f"{k} = {PHASE_WORDS.get(k, k)}" for k in used) + ".")
         lines.append("")
         lines.append("Objective metrics (median over measured steps):")
         lines.append("")
@@ -459,6 +404,7 @@ def markdown(result: dict) -> str:
                 ms["bench/natural_dropped_share"] = c["natural_dropped_share"]
             if ms:
                 lines.append(f"- {c['case']}: " + ", ".join(f"{k} {v:.3g}" for k, v in ms.items()))
+    lines += precision_table(result)
     lines.append("")
     lines.append("Parameters (objective params after defaults):")
     lines.append("")
@@ -471,6 +417,31 @@ def markdown(result: dict) -> str:
         extra = ", with --params-json overrides" if case in result["args"].get("overrides", {}) else ""
         lines.append(f"- {case} ({CASES[case]['note']}{extra}): `{json.dumps(params, sort_keys=True)}`")
     return "\n".join(lines)
+
+
+def precision_table(result: dict) -> list[str]:
+    """Per model and case: step time in each precision and the ratio to the first one."""
+    by_model: dict[str, list[dict]] = {}
+    for entry in result["models"]:
+        by_model.setdefault(entry["model"], []).append(entry)
+    lines: list[str] = []
+    for model, entries in by_model.items():
+        if len(entries) < 2:
+            continue
+        base, names = entries[0], [e.get("precision", "auto") for e in entries]
+        lines += ["", f"Precision comparison, {model} (step time s; ratio to {names[0]}; time ÷ NTP in each):", ""]
+        head = ["case"] + [f"{n} s" for n in names] + [f"{n} ÷ {names[0]}" for n in names[1:]] + \
+               [f"÷ NTP {n}" for n in names]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for c0 in base["cases"]:
+            cs = [next((c for c in e["cases"] if c["case"] == c0["case"] and "error" not in c), None)
+                  for e in entries]
+            t = [c["step_time_s"] if c else None for c in cs]
+            row = [c0["case"]] + [_fmt(x, ".3f") for x in t] + \
+                  [_fmt(x / t[0] if x and t[0] else None) for x in t[1:]] + \
+                  [_fmt(c["time_ratio"] if c else None) for c in cs]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 # ---- parent -----------------------------------------------------------------------------------
@@ -514,8 +485,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--params-json", help='JSON file {"case": {param: value}} of overrides')
     p.add_argument("--json", help="also write all results (raw steps included) to this file")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto",
+                   help="comma-separated, each case runs in each: fp32, bf16 (autocast over fp32 "
+                        "weights) or auto (lab/precision.py's choice); e.g. fp32,bf16")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="GPU peak bf16 dense TFLOP/s for MFU (H100 SXM: 989)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="wall: perf_counter; cpu: the process's CPU seconds (time.process_time), "
+                        "steadier on a loaded machine with --threads 1")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus-docs", type=int, default=400)
@@ -532,11 +509,54 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--steps must be >= 1, --warmup >= 0, --batch >= 1")
     args.cases = (["ntp"] if "ntp" not in cases else []) + cases   # NTP's own row is always there
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    if not args.precisions or any(x not in PRECISION_NAMES for x in args.precisions):
+        p.error(f"--precision: choose from {', '.join(PRECISION_NAMES)} (got {args.precision!r})")
     args.overrides = json.loads(Path(args.params_json).read_text()) if args.params_json else {}
     unknown = [k for k in args.overrides if k not in CASES]
     if unknown:
         p.error(f"--params-json: unknown case(s) {unknown}")
     return args
+
+
+def _run_model(args, model: str, prec: str, ids, idx: list[int], batch_file: Path, device: str,
+               tmp: Path) -> dict[str, Any]:
+    """Every case of one (model, precision), each in its own subprocess."""
+    entry: dict[str, Any] = {"model": model, "precision": prec, "batch": list(ids.shape),
+                             "window_indices": idx, "cases": [], "raw": {}}
+    for case in args.cases:
+        params = {**CASES[case]["params"], **args.overrides.get(case, {})}
+        tag = f"{model}-{prec}-{case}"
+        spec = {"model": model, "case": case, "params": params, "batch_file": str(batch_file),
+                "device": device, "threads": args.threads, "seed": args.seed, "lr": args.lr,
+                "precision": PRECISION_NAMES[prec], "clock": args.clock, "warmup": args.warmup, "steps": args.steps,
+                "out_file": str(tmp / f"out-{tag}.json")}
+        spec_file = tmp / f"spec-{tag}.json"
+        spec_file.write_text(json.dumps(spec))
+        log = tmp / f"log-{tag}.txt"
+        print(f"[bench] {model} / {prec} / {case} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            with open(log, "w") as lf:
+                rc = subprocess.run([sys.executable, "-m", "bench.benchmark", "--child", str(spec_file)],
+                                    cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT,
+                                    timeout=args.child_timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        if rc != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            print(f"[bench] {tag} FAILED ({rc}):\n" + "\n".join(tail), file=sys.stderr)
+            entry["cases"].append({"case": case, "error": f"exit {rc}: {tail[-1] if tail else ''}"})
+            continue
+        raw = json.loads(Path(spec["out_file"]).read_text())
+        summary = summarise(raw, args.peak_tflops)
+        entry["cases"].append(summary)
+        entry["raw"][case] = raw
+        entry.setdefault("desc", raw["desc"])
+        entry["resolved_precision"] = raw["precision"]
+        print(f"[bench] {tag}: {summary['step_time_s']:.3f} s/step, ×{summary['time_ratio']:.2f} NTP, "
+              f"{time.perf_counter() - t0:.0f} s wall", file=sys.stderr, flush=True)
+    return entry
 
 
 def main(argv=None) -> int:
@@ -570,42 +590,8 @@ def main(argv=None) -> int:
             ids, idx = make_batch(model, args.batch, args.seq_len, args.seed, args.corpus_docs)
             batch_file = Path(tmp) / f"batch-{len(result['models'])}.pt"
             torch.save(ids, batch_file)
-            entry: dict[str, Any] = {"model": model, "batch": list(ids.shape), "window_indices": idx,
-                                     "cases": [], "raw": {}}
-            for case in args.cases:
-                params = {**CASES[case]["params"], **args.overrides.get(case, {})}
-                spec = {"model": model, "case": case, "params": params, "batch_file": str(batch_file),
-                        "device": device, "threads": args.threads, "seed": args.seed, "lr": args.lr,
-                        "warmup": args.warmup, "steps": args.steps,
-                        "out_file": str(Path(tmp) / f"out-{model}-{case}.json")}
-                spec_file = Path(tmp) / f"spec-{model}-{case}.json"
-                spec_file.write_text(json.dumps(spec))
-                log = Path(tmp) / f"log-{model}-{case}.txt"
-                print(f"[bench] {model} / {case} ...", file=sys.stderr, flush=True)
-                t0 = time.perf_counter()
-                try:
-                    with open(log, "w") as lf:
-                        rc = subprocess.run([sys.executable, "-m", "bench.benchmark", "--child", str(spec_file)],
-                                            cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT,
-                                            timeout=args.child_timeout).returncode
-                except subprocess.TimeoutExpired:
-                    rc = "timeout"
-                if rc != 0:
-                    tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-                    print(f"[bench] {model} / {case} FAILED ({rc}):\n" + "\n".join(tail), file=sys.stderr)
-                    entry["cases"].append({"case": case, "error": f"exit {rc}: {tail[-1] if tail else ''}"})
-                    continue
-                raw = json.loads(Path(spec["out_file"]).read_text())
-                if case == "ntp":
-                    entry["desc"] = raw["desc"]
-                summary = summarise(raw, args.peak_tflops)
-                entry["cases"].append(summary)
-                entry["raw"][case] = raw
-                entry.setdefault("desc", raw["desc"])
-                print(f"[bench] {model} / {case}: {summary['step_time_s']:.3f} s/step, "
-                      f"×{summary['time_ratio']:.2f} NTP, {time.perf_counter() - t0:.0f} s wall",
-                      file=sys.stderr, flush=True)
-            result["models"].append(entry)
+            for prec in args.precisions:
+                result["models"].append(_run_model(args, model, prec, ids, idx, batch_file, device, Path(tmp)))
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     env["wall_s"] = time.perf_counter() - t_all
     if args.json:

@@ -26,10 +26,11 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from lab.entropy import token_entropy
+from lab import profiling
+from lab.entropy import entropy_from_logp
 from lab.flops import forward_flops
 from lab.records import sequence_records
-from lab.sampling import sample_rows
+from lab.sampling import sample_next, stop_token_mask
 
 
 # ---- small helpers -----------------------------------------------------------------
@@ -128,18 +129,7 @@ class Rollouts:
         self.cache = self.cache_mask = self.next_pos = self.last_logits = None
 
 
-def _sample_next(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row; temperature 0 is greedy. Returns (token, its log-prob)."""
-    logits = logits.float()
-    if temperature <= 0:
-        logp = F.log_softmax(logits, -1)
-        tok = logp.argmax(-1)
-    else:
-        logp = F.log_softmax(logits / temperature, -1)
-        tok = sample_rows(logp.exp())     # inverse CDF, much cheaper than torch.multinomial
-    return tok, logp.gather(-1, tok[:, None])[:, 0]
-
-
+@profiling.timed("rl.sample")
 @torch.no_grad()
 def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int,
                   max_new_tokens: int, temperature: float, pad_id: int,
@@ -155,12 +145,16 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
     ids, pmask = left_pad(prompts, pad_id, device)
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     stop_window = max((len(s) for s in stop_strings), default=0) + 2  # tokens to decode
+    could_stop = (stop_token_mask(tokenizer, tuple(stop_strings)).to(device)
+                  if stop_strings and tokenizer is not None else None)
 
     with eval_mode(model):
         # Prefill each prompt once, then copy its cache to the G rows of its group.
         out = model(input_ids=ids, attention_mask=pmask, position_ids=positions_from_mask(pmask),
                     use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1]
+        if could_stop is not None and could_stop.numel() < logits.shape[-1]:   # padded vocabulary
+            could_stop = F.pad(could_stop, (0, logits.shape[-1] - could_stop.numel()), value=True)
         if group_size > 1:
             cache.batch_repeat_interleave(group_size)
             ids, pmask, logits = (x.repeat_interleave(group_size, 0) for x in (ids, pmask, logits))
@@ -172,7 +166,7 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
         stop = ["length"] * n
         toks, lps, real = [], [], []
         for k in range(max_new_tokens):
-            tok, lp = _sample_next(logits, temperature)
+            tok, lp = sample_next(logits, temperature)
             live = ~done
             tok = torch.where(live, tok, torch.full_like(tok, pad_id))
             toks.append(tok)
@@ -182,14 +176,16 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
             for i in hit_eos.nonzero()[:, 0].tolist():
                 stop[i] = "eos"
             done = done | hit_eos
-            if stop_strings and tokenizer is not None:
-                check = (live & ~hit_eos).nonzero()[:, 0].tolist()
-                recent = torch.stack(toks[-stop_window:], 1)[check].tolist()
-                tails = tokenizer.batch_decode(recent, skip_special_tokens=False)
-                for i, tail in zip(check, tails):
-                    if any(s in tail for s in stop_strings):
-                        done[i] = True
-                        stop[i] = "stop"
+            if could_stop is not None:
+                # Decode only the rows whose new token can complete a stop string.
+                check = (live & ~hit_eos & could_stop[tok]).nonzero()[:, 0].tolist()
+                if check:
+                    recent = torch.stack(toks[-stop_window:], 1)[check].tolist()
+                    tails = tokenizer.batch_decode(recent, skip_special_tokens=False)
+                    for i, tail in zip(check, tails):
+                        if any(s in tail for s in stop_strings):
+                            done[i] = True
+                            stop[i] = "stop"
             last_step = k == max_new_tokens - 1 or bool(done.all())
             if last_step and not keep_cache:
                 break
@@ -207,6 +203,7 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
     tokens, mask = torch.stack(toks, 1), torch.stack(real, 1)
     ro = Rollouts(prompt_ids=ids, prompt_mask=pmask, tokens=tokens, mask=mask,
                   sampler_logp=torch.stack(lps, 1), stop=stop, group_size=group_size)
+    profiling.count("generated_tokens", ro.mask.sum())
     if keep_cache:
         ro.cache, ro.cache_mask, ro.next_pos, ro.last_logits = cache, attn, next_pos, last_logits
     return ro
@@ -223,6 +220,7 @@ def teacher_rollouts(prompts: Sequence[Sequence[int]], completions: Sequence[Seq
                     stop=["given"] * len(completions), group_size=1)
 
 
+@profiling.timed("rl.score_tails")
 @torch.no_grad()
 def score_tails(model: torch.nn.Module, ro: Rollouts, tails: Sequence[Sequence[int]],
                 pad_id: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -248,6 +246,7 @@ def score_tails(model: torch.nn.Module, ro: Rollouts, tails: Sequence[Sequence[i
             [top1[i, :len(t)] for i, t in enumerate(tails)])
 
 
+@profiling.timed("rl.next_token_logprobs")
 @torch.no_grad()
 def next_token_logprobs(model: torch.nn.Module, contexts: Sequence[Sequence[int]],
                         targets: Sequence[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +262,7 @@ def next_token_logprobs(model: torch.nn.Module, contexts: Sequence[Sequence[int]
 
 # ---- the gradient-bearing forward -----------------------------------------------------------
 
+@profiling.timed("rl.policy_fwd")
 def policy_logprobs(model: torch.nn.Module, ro: Rollouts, rows: torch.Tensor | None = None, *,
                     temperature: float = 1.0, with_entropy: bool = True,
                     entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -281,12 +281,14 @@ def policy_logprobs(model: torch.nn.Module, ro: Rollouts, rows: torch.Tensor | N
                    logits_to_keep=width).logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    logp = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1),
-                            reduction="none").view_as(tokens)
+    # ONE log-softmax over the vocabulary gives the sampled tokens' log-probs and the entropy
+    # (cross_entropy and token_entropy each ran their own).
+    logp_all = F.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, tokens[..., None])[..., 0]
     ent = None
     if with_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            ent = token_entropy(logits if entropy_grad else logits.detach())
+            ent = entropy_from_logp(logp_all if entropy_grad else logp_all.detach())
     return logp * mask, mask, ent
 
 
@@ -362,6 +364,7 @@ def rollout_flops(desc: dict, ro: Rollouts, extra_tokens: int = 0) -> float:
 
 # ---- EMA ---------------------------------------------------------------------------------
 
+@profiling.timed("rl.ema_update")
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, tau: float) -> None:
     """phi <- tau * phi + (1 - tau) * theta for floating parameters; buffers are copied."""

@@ -27,7 +27,12 @@ LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 class StopCriteria:
     """transformers StoppingCriteria: a row is done once its new text (leading whitespace
-    ignored) holds a stop string or matches `regex`. Returns a bool per row."""
+    ignored) holds a stop string or matches `regex`. Returns a bool per row.
+
+    The text is detokenized incrementally (the prefix/read offsets of vLLM's detokenizer:
+    only the last few tokens are decoded at each step, and a piece ending in a partial UTF-8
+    character waits for the next token). Decoding every row's whole generation at every step
+    made the check quadratic in the generated length."""
 
     def __init__(self, tokenizer, prompt_len: int, stops: Sequence[str], regex: str | None = None):
         self.tok, self.prompt_len, self.stops = tokenizer, prompt_len, tuple(stops)
@@ -39,13 +44,26 @@ class StopCriteria:
             return True
         return bool(self.regex and self.regex.search(text))
 
+    def _reset(self, n: int) -> None:
+        self.done = torch.zeros(n, dtype=torch.bool)
+        self.texts, self.ids = [""] * n, [[] for _ in range(n)]
+        self.prefix, self.read = [0] * n, [0] * n
+
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         if self.done is None or self.done.shape[0] != input_ids.shape[0]:
-            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-        for i in range(input_ids.shape[0]):
-            if not self.done[i]:
-                text = self.tok.decode(input_ids[i, self.prompt_len:], skip_special_tokens=True)
-                self.done[i] = self.row_done(text)
+            self._reset(input_ids.shape[0])
+        rows = [i for i in range(input_ids.shape[0]) if not self.done[i]]
+        gen = input_ids[rows, self.prompt_len:].tolist()
+        for i, g in zip(rows, gen):
+            self.ids[i] += g[len(self.ids[i]):]
+        before = self.tok.batch_decode([self.ids[i][self.prefix[i]:self.read[i]] for i in rows],
+                                       skip_special_tokens=True)
+        after = self.tok.batch_decode([self.ids[i][self.prefix[i]:] for i in rows], skip_special_tokens=True)
+        for i, old, new in zip(rows, before, after):
+            if len(new) > len(old) and not new.endswith("\ufffd"):
+                self.texts[i] += new[len(old):]
+                self.prefix[i], self.read[i] = self.read[i], len(self.ids[i])
+            self.done[i] = self.row_done(self.texts[i])
         return self.done.clone().to(input_ids.device)
 
 

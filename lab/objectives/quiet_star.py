@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lab import profiling
 from lab.entropy import entropy_stats, forking_mask, masked_mean, token_entropy
 from lab.errors import LabError
 from lab.flops import train_flops
@@ -251,6 +252,7 @@ class Thoughts:
     pass_hidden: list[torch.Tensor] | None = None  # [B·P, n_pos, h] per pass (keep_all=True)
 
 
+@profiling.timed("qs.run_thoughts")
 def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                  n_pos: int, n_ahead: int, n_talk: int, n_passes: int, n_vocab: int,
                  sample_temperature: float = 1.0, reinforce_temperature: float | None = None,
@@ -323,6 +325,7 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
         return x.view(B, P, *x.shape[1:])
     ids_out = (per_sample(torch.stack(tokens, -1)) if tokens
                else torch.zeros(B, P, n_pos, 0, dtype=torch.long, device=dev))
+    profiling.count("generated_tokens", ids_out.numel())
     return Thoughts(base_hidden=base_hidden, base_logits=base_logits, thought_ids=ids_out,
                     policy_logp=per_sample(torch.stack(logps, -1)) if logps else None,
                     talk_hidden=torch.stack([per_sample(h) for h in talk]), n_sweeps=K,

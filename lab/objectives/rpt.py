@@ -36,7 +36,7 @@ from itertools import accumulate
 import torch
 import torch.nn.functional as F
 
-from lab import rl
+from lab import profiling, rl
 from lab.entropy import entropy_stats, forking_mask, masked_mean
 from lab.errors import LabError
 from lab.flops import forward_flops, train_flops
@@ -273,6 +273,9 @@ class RPT(Objective):
     Params = RPTParams
     description = ("RPT: at hard positions (proxy top-k entropy) reason, box the next token; "
                    "reward = byte-exact match on a token boundary; GRPO.")
+    # Cost benchmark only (bench/benchmark.py, case "rpt"): train groups GRPO would drop too
+    # (their advantages stay 0), to time the full RL step a small model rarely reaches.
+    train_equal_groups: bool = False
 
     def __init__(self, model, tokenizer, params, cfg, device) -> None:
         super().__init__(model, tokenizer, params, cfg, device)
@@ -308,6 +311,7 @@ class RPT(Objective):
             self.opt_steps = int(tensors["opt_steps"].reshape(-1)[0])
 
     # ---- positions -------------------------------------------------------------------
+    @profiling.timed("rpt.proxy_filter")
     def _select(self, ids: torch.Tensor):
         """Hard positions: (row, t, proxy entropy) for up to positions_per_doc per window, the
         windows' token bytes, the proxy's top-k entropy [B, T-1] (ent[b, t-1] is about x_t)
@@ -381,7 +385,7 @@ class RPT(Objective):
                   for i in range(len(texts))]
         reward = torch.tensor([r for r, _ in scored], device=ids.device)
         adv, keep = rl.group_advantages(reward, G)
-        rows = keep.nonzero()[:, 0]
+        rows = (torch.ones_like(keep) if self.train_equal_groups else keep).nonzero()[:, 0]
         out.flops += rl.rollout_flops(self.desc, ro)
         stats: dict[str, float] = {}
         if len(rows):
