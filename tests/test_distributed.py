@@ -155,3 +155,43 @@ def test_launch_flags_for_processes_fsdp_and_machines():
                             main_ip="10.0.0.1")
     assert nodes[nodes.index("--num_processes") + 1] == "8"
     assert nodes[nodes.index("--machine_rank") + 1] == "1" and "10.0.0.1" in nodes
+
+
+def test_two_machine_launch_on_localhost_finishes_with_one_set_of_rows(data_dir):
+    """`--print-launch --num-machines 2`'s lines run as two machines (ranks 0 and 1) on this
+    one, main process 127.0.0.1: the run finishes, every step logged once, by rank 0."""
+    from jobs.multinode import export_multinode
+    from jobs.queue import queue_positions
+    from jobs.topology import free_port
+    cfg = tiny_config(device="cpu", max_steps=3, sample_every=1)
+    launch = export_multinode(cfg, data_dir, machines=2, port=free_port())
+    store = Store(data_dir)
+    assert queue_positions(store)[launch.run_id].text == "launched outside the lab's queue"
+    assert [" --machine_rank 0 " in launch.commands[0], " --machine_rank 1 " in launch.commands[1]] == [True, True]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+           "CUDA_VISIBLE_DEVICES": ""}
+    machines = [subprocess.Popen(["bash", "-c", line], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for line in launch.commands]
+    logs = [m.communicate(timeout=300)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    run = store.get_run(launch.run_id)
+    assert run["status"] == "finished" and run["started_at"] is not None, run["error"]
+    assert run["device"] == "cpu × 2 processes (gloo, 1 thread each)"
+    assert store.metrics([launch.run_id], ["loss"])["step"].tolist() == [1, 2, 3]
+    tokens = store.tokens(launch.run_id)
+    assert not tokens.empty and not tokens.duplicated(["step", "sample", "position"]).any()
+
+
+def test_sbatch_script_runs_every_machine_with_its_rank(tmp_path):
+    from jobs.multinode import sbatch_script
+    from lab.config import RunConfig
+    cfg = RunConfig(model="tiny-random", num_gpus=4, mixed_precision="bf16")
+    script = sbatch_script(cfg, "RUN1", tmp_path / "shared data", machines=3, port=29555)
+    assert "#SBATCH --nodes=3" in script and "#SBATCH --gpus-per-node=4" in script
+    assert "--num_processes 12" in script and "--multi_gpu" in script and "--main_process_port 29555" in script
+    assert '--machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_IP"' in script
+    assert "jobs.worker RUN1 --data-dir" in script and "shared data" in script
+    syntax = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    cpu = sbatch_script(RunConfig(device="cpu", num_processes=2), "RUN2", tmp_path, machines=2, port=1)
+    assert "--gpus-per-node" not in cpu and "--num_processes 4" in cpu
