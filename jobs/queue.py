@@ -44,7 +44,7 @@ class QueuePlace:
 
 def queued_in_order(store: Store):
     """Queued runs, first in line first (queued_at; created_at for rows from before it existed)."""
-    return store.query("SELECT id, pid, phase, config FROM runs WHERE status = 'queued' "
+    return store.query("SELECT id, pid, phase, config, slurm_job FROM runs WHERE status = 'queued' "
                        "ORDER BY coalesce(queued_at, created_at), created_at, id")
 
 
@@ -57,6 +57,9 @@ def queue_positions(store: Store) -> dict[str, QueuePlace]:
     status = dict(store.query("SELECT id, status FROM runs").itertuples(index=False))
     places, position = {}, 0
     for r in queued.to_dict("records"):
+        if isinstance(r["slurm_job"], str) and r["slurm_job"]:     # Slurm's queue, not ours
+            places[r["id"]] = QueuePlace(None, note=f"in Slurm's queue (job {r['slurm_job']})")
+            continue
         if r["phase"] == EXTERNAL_PHASE:        # its machines run it (jobs/multinode.py)
             places[r["id"]] = QueuePlace(None, note="launched outside the lab's queue")
             continue

@@ -77,12 +77,22 @@ def assert_same_on_all_ranks(acc, tensors: dict[str, torch.Tensor], what: str) -
                        "has the details.")
 
 
+def fsdp_full_weights(acc, model) -> dict[str, torch.Tensor] | None:
+    """Under FSDP, the model's full (unsharded) state dict, gathered on rank 0 (every rank
+    must call this: the gather is collective); None otherwise. Checkpoints then save it as a
+    plain safetensors folder."""
+    from accelerate.utils import DistributedType
+    if acc.distributed_type != DistributedType.FSDP:
+        return None
+    return acc.get_state_dict(model)
+
+
 def device_text(acc) -> str:
     """The run's `device`: hardware, process count and backend, e.g.
     "cpu × 2 processes (gloo, 1 thread each)" or "4x NVIDIA H200 (nccl, bf16)"."""
     n = acc.num_processes
     how = [torch.distributed.get_backend()] if n > 1 and torch.distributed.is_initialized() else []
-    how += ["fsdp"] if getattr(acc.state, "fsdp_plugin", None) is not None else []
+    how += ["fsdp"] if acc.distributed_type.name == "FSDP" else []
     if acc.device.type == "cuda":
         return f"{n}x {torch.cuda.get_device_name(acc.device)} ({', '.join(how + [acc.mixed_precision])})"
     threads = torch.get_num_threads()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,3 +196,38 @@ def test_sbatch_script_runs_every_machine_with_its_rank(tmp_path):
     assert syntax.returncode == 0, syntax.stderr
     cpu = sbatch_script(RunConfig(device="cpu", num_processes=2), "RUN2", tmp_path, machines=2, port=1)
     assert "--gpus-per-node" not in cpu and "--num_processes 4" in cpu
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(fsdp=True, device="cpu", num_processes=2), "fsdp needs GPUs"),
+    (dict(fsdp=True, device="gpu"), "set num_gpus (or num_processes) to 2"),
+    (dict(fsdp=True, device="gpu", num_gpus=2, objective="rlp"), "fsdp runs the ntp objective only"),
+    (dict(num_processes=0), "num_processes must be at least 1"),
+])
+def test_process_and_fsdp_settings_are_checked(settings, message):
+    from lab.config import RunConfig
+    from lab.errors import LabError
+    with pytest.raises(LabError, match=re.escape(message)):
+        RunConfig.from_dict(settings).validate()
+
+
+def test_fsdp_on_a_machine_without_gpus_is_refused_before_queueing(data_dir):
+    from lab.errors import LabError
+    with pytest.raises(LabError, match="no GPU was found"):
+        submit(tiny_config(fsdp=True, num_processes=2), data_dir)
+    assert Store(data_dir).list_runs().empty
+
+
+def test_launch_page_sets_processes_and_exports_a_multi_machine_launch(tmp_path, monkeypatch):
+    from conftest import app_page
+    at = app_page("pages/launch.py", tmp_path, monkeypatch)
+    at.selectbox(key="preset").set_value("quick CPU demo (tiny-random, 30 steps)").run()
+    at.number_input(key="f_num_processes").set_value(2).run()
+    assert "--num-processes 2" in at.code[0].value
+    at.number_input(key="f_num_machines").set_value(3).run()
+    next(b for b in at.button if b.label.startswith("Create the run")).click().run()
+    assert not at.error, [e.value for e in at.error]
+    text = at.code[-1].value
+    assert "--machine_rank 2" in text and "#SBATCH --nodes=3" in text
+    runs = Store(tmp_path).list_runs()
+    assert len(runs) == 1 and runs["id"].iloc[0] in text and runs["status"].iloc[0] == "queued"
