@@ -36,9 +36,10 @@ class MultiNodeLaunch:
 
 
 def machine_topology(cfg: RunConfig, machines: int) -> Topology:
-    """Per machine: GPUs unless the config says device=cpu (the cluster's machines are not this
-    one, so `auto` is taken to mean GPU machines); max(num_gpus, num_processes) processes."""
-    if cfg.device == "cpu":
+    """Per machine: with device=gpu, max(num_gpus, num_processes) GPUs and as many processes;
+    otherwise num_processes CPU processes (the cluster's machines are not this one, so `auto`
+    cannot be resolved here: it exports CPU machines)."""
+    if cfg.device != "gpu":
         return Topology(gpus=0, processes=cfg.num_processes, threads=1, machines=machines)
     n = max(cfg.num_gpus, cfg.num_processes)
     return Topology(gpus=n, processes=n, machines=machines)

@@ -160,6 +160,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from jobs.manager import read_log_tail, reap
+    from jobs.queue import queue_positions
     from lab.store import Store
     reap(args.data_dir)
     store = Store(args.data_dir)
@@ -167,6 +168,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for k in ("id", "name", "objective", "model", "corpus", "status", "step", "max_steps",
               "device", "created_at", "started_at", "finished_at", "git_commit", "command", "error"):
         print(f"{k:>12}: {terminal_text(run.get(k), keep_lines=k == 'error')}")
+    place = queue_positions(store).get(args.run_id)
+    if place or run.get("slurm_job"):
+        print(f"{'queue':>12}: {place.text if place else 'Slurm job ' + str(run['slurm_job'])}")
     print("--- log tail ---")
     print(terminal_text(read_log_tail(run.get("log_path"), args.lines), keep_lines=True))
     return 0

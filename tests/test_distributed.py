@@ -186,7 +186,7 @@ def test_two_machine_launch_on_localhost_finishes_with_one_set_of_rows(data_dir)
 def test_sbatch_script_runs_every_machine_with_its_rank(tmp_path):
     from jobs.multinode import sbatch_script
     from lab.config import RunConfig
-    cfg = RunConfig(model="tiny-random", num_gpus=4, mixed_precision="bf16")
+    cfg = RunConfig(model="tiny-random", device="gpu", num_gpus=4, mixed_precision="bf16")
     script = sbatch_script(cfg, "RUN1", tmp_path / "shared data", machines=3, port=29555)
     assert "#SBATCH --nodes=3" in script and "#SBATCH --gpus-per-node=4" in script
     assert "--num_processes 12" in script and "--multi_gpu" in script and "--main_process_port 29555" in script
