@@ -66,6 +66,12 @@ def validate(cfg: RunConfig, data_dir: str | Path) -> RunConfig:
     check_corpus(cfg.corpus, cfg.text_field)
     if cfg.device == "gpu" and not gpu_count():
         raise LabError("device is 'gpu' but no GPU was found on this machine; use 'cpu' or 'auto'.")
+    if cfg.executor == "slurm":
+        from jobs.slurm import require_sbatch
+        require_sbatch()
+    if cfg.fsdp and not gpu_count() and cfg.executor == "local":
+        from lab.config import FSDP_NEEDS_GPUS
+        raise LabError(FSDP_NEEDS_GPUS + "; no GPU was found on this machine.")
     if cfg.after:
         store = Store(data_dir)
         unknown = [r for r in cfg.after if store.get_run(r) is None]
@@ -175,6 +181,11 @@ def _queue_eval(config: dict, model: str, after: list[str] | None, command: str,
 
 
 def start_supervisor(store: Store, run_id: str) -> None:
+    """Start the run's job: a local supervisor, or an sbatch for executor 'slurm'."""
+    if json.loads((store.get_run(run_id) or {}).get("config") or "{}").get("executor") == "slurm":
+        from jobs.slurm import submit_to_slurm
+        submit_to_slurm(store, run_id)
+        return
     log = log_path(store.data_dir, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -205,6 +216,12 @@ def cancel(run_id: str, data_dir: str | Path = "data") -> bool:
     run = store.require_run(run_id)
     if run["status"] not in ACTIVE:
         return False
+    if isinstance(run.get("slurm_job"), str) and run["slurm_job"]:
+        from jobs.slurm import cancel_slurm
+        cancel_slurm(run["slurm_job"])        # the worker records the cancel if it had started
+        store.set_status_if(run_id, ["queued"], status="cancelled", finished_at=now(),
+                            error="cancelled while in Slurm's queue")
+        return True
     pid = run.get("pid")
     if pid and _alive(int(pid)):
         try:
@@ -236,8 +253,10 @@ def reap(data_dir: str | Path = "data") -> list[str]:
     store = Store(data_dir)
     if store.read_only:      # nothing can be marked; the pages and `lab runs` still read
         return []
-    dead = []
-    for run in store.active_runs().to_dict("records"):
+    from jobs.slurm import reap_slurm
+    active = store.active_runs().to_dict("records")
+    dead = reap_slurm(store, active)
+    for run in active:
         pid = run.get("pid")
         if pid is None or (isinstance(pid, float) and pid != pid):
             continue  # being started right now

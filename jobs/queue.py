@@ -17,6 +17,8 @@ import pandas as pd
 
 from lab.store import ACTIVE, Store
 
+EXTERNAL_PHASE = "launched outside the lab's queue: waiting for its machines to start"
+
 SLOT_WAIT = "waiting for a {kind} slot"      # a supervisor's phase while it waits in line
 
 
@@ -29,9 +31,12 @@ def slot_phase(kind: str) -> str:
 class QueuePlace:
     position: int | None                   # 1 = starts next; None while it waits for other runs
     waits_for: list[str] = field(default_factory=list)   # runs (`after`) that have not ended
+    note: str = ""                         # why it has no position otherwise
 
     @property
     def text(self) -> str:
+        if self.note:
+            return self.note
         if self.waits_for:
             return "waits for " + ", ".join(self.waits_for)
         return f"#{self.position} in queue"
@@ -39,7 +44,7 @@ class QueuePlace:
 
 def queued_in_order(store: Store):
     """Queued runs, first in line first (queued_at; created_at for rows from before it existed)."""
-    return store.query("SELECT id, pid, phase, config FROM runs WHERE status = 'queued' "
+    return store.query("SELECT id, pid, phase, config, slurm_job FROM runs WHERE status = 'queued' "
                        "ORDER BY coalesce(queued_at, created_at), created_at, id")
 
 
@@ -52,6 +57,12 @@ def queue_positions(store: Store) -> dict[str, QueuePlace]:
     status = dict(store.query("SELECT id, status FROM runs").itertuples(index=False))
     places, position = {}, 0
     for r in queued.to_dict("records"):
+        if isinstance(r["slurm_job"], str) and r["slurm_job"]:     # Slurm's queue, not ours
+            places[r["id"]] = QueuePlace(None, note=f"in Slurm's queue (job {r['slurm_job']})")
+            continue
+        if r["phase"] == EXTERNAL_PHASE:        # its machines run it (jobs/multinode.py)
+            places[r["id"]] = QueuePlace(None, note="launched outside the lab's queue")
+            continue
         after = json.loads(r["config"] or "{}").get("after") or []
         waiting = [a for a in dict.fromkeys(after) if status.get(a) in ACTIVE]
         if waiting:

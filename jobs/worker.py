@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_term)
     stop = threading.Event()
     if main_rank:
+        # Launched outside the supervisor (several machines, jobs/multinode.py): it starts here.
+        store.set_status_if(args.run_id, ["queued"], status="running", started_at=now(), phase="")
         store.update_run(args.run_id, worker_pid=os.getpid(), heartbeat_at=now())
         threading.Thread(target=_heartbeat, args=(store, args.run_id, stop), daemon=True).start()
     status, error, code = "finished", None, 0

@@ -58,7 +58,7 @@ def latest_checkpoint(data_dir: str | Path, run_id: str) -> Path | None:
 def save_checkpoint(data_dir: str | Path, run_id: str, step: int, model, tokenizer,
                     extras: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer | None,
                     state: dict[str, Any], objective_tensors: dict[str, torch.Tensor],
-                    keep: Collection[int] = ()) -> Path:
+                    keep: Collection[int] = (), weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write atomically (step-N.tmp, then renamed to step-N with a COMPLETE marker), then prune
     to the newest KEEP checkpoints plus the steps in `keep`."""
     final = checkpoint_dir_for(data_dir, run_id, step)
@@ -67,7 +67,7 @@ def save_checkpoint(data_dir: str | Path, run_id: str, step: int, model, tokeniz
         shutil.rmtree(stale, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        _write_files(tmp, step, model, tokenizer, extras, optimizer, state, objective_tensors)
+        _write_files(tmp, step, model, tokenizer, extras, optimizer, state, objective_tensors, weights)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -86,8 +86,9 @@ def save_checkpoint(data_dir: str | Path, run_id: str, step: int, model, tokeniz
 
 def _write_files(tmp: Path, step: int, model, tokenizer, extras: dict[str, torch.nn.Module],
                  optimizer: torch.optim.Optimizer | None, state: dict[str, Any],
-                 objective_tensors: dict[str, torch.Tensor]) -> None:
-    model.save_pretrained(tmp, safe_serialization=True)
+                 objective_tensors: dict[str, torch.Tensor], weights: dict | None = None) -> None:
+    # `weights`: the full state dict gathered from FSDP shards (lab/distributed.py), else the model's own.
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
     tokenizer.save_pretrained(tmp)
     for name, module in extras.items():
         save_file(_contiguous(module.state_dict()), str(tmp / f"extra_{name}.safetensors"))

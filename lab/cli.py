@@ -33,6 +33,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="objective setting, e.g. --param n_ahead=8 (repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run id and return at once")
+    g = p.add_argument_group("several machines (prints commands, starts nothing)")
+    g.add_argument("--print-launch", action="store_true",
+                   help="create the run and print each machine's `accelerate launch` line and a "
+                        "Slurm sbatch script, for a data folder all machines share")
+    g.add_argument("--num-machines", type=limits.int_in(1, 1024), default=2, help="machines (default 2)")
+    g.add_argument("--main-process-ip", default="127.0.0.1",
+                   help="address of machine 0 as the others see it (default 127.0.0.1)")
+    g.add_argument("--main-process-port", type=limits.int_in(1, 65535), default=29500,
+                   help="rendezvous port on machine 0 (default 29500)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -71,6 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jobs.manager import submit
     cfg = config_from_args(args)
     command = shlex.join(["python", "-m", "lab"] + sys.argv[1:]) if sys.argv[1:] else None
+    if args.print_launch:
+        from jobs.multinode import export_multinode
+        launch = export_multinode(cfg, args.data_dir, machines=args.num_machines, command=command,
+                                  main_ip=args.main_process_ip, port=args.main_process_port)
+        print(launch.text(), flush=True)
+        return 0
     run_id = submit(cfg, args.data_dir, command=command)
     print(run_id, flush=True)
     if args.detach:
@@ -145,6 +160,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from jobs.manager import read_log_tail, reap
+    from jobs.queue import queue_positions
     from lab.store import Store
     reap(args.data_dir)
     store = Store(args.data_dir)
@@ -152,6 +168,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for k in ("id", "name", "objective", "model", "corpus", "status", "step", "max_steps",
               "device", "created_at", "started_at", "finished_at", "git_commit", "command", "error"):
         print(f"{k:>12}: {terminal_text(run.get(k), keep_lines=k == 'error')}")
+    place = queue_positions(store).get(args.run_id)
+    if place or run.get("slurm_job"):
+        print(f"{'queue':>12}: {place.text if place else 'Slurm job ' + str(run['slurm_job'])}")
     print("--- log tail ---")
     print(terminal_text(read_log_tail(run.get("log_path"), args.lines), keep_lines=True))
     return 0

@@ -16,6 +16,11 @@ from lab.errors import LabError, regular_file
 from lab.precision import PRECISIONS
 
 DEVICES = ("auto", "cpu", "gpu")
+EXECUTORS = ("local", "slurm")
+# accelerate 1.15 turns its FSDP plugin on only for multi-GPU processes: on CPU (gloo) the same
+# launch silently trains with plain data parallelism (tried here: full-size weights per rank).
+FSDP_NEEDS_GPUS = ("fsdp needs GPUs: accelerate applies its FSDP plugin to multi-GPU processes "
+                   "only (on CPU it would silently run plain data parallelism)")
 
 
 @dataclass
@@ -42,6 +47,7 @@ class RunConfig:
     # of the cores; on GPU: one process per GPU, max(num_gpus, num_processes) GPUs.
     num_processes: int = 1
     fsdp: bool = False             # shard weights/grads/optimizer over the ranks (accelerate FSDP)
+    executor: str = "local"        # local = this machine's queue; slurm = sbatch (jobs/slurm.py)
     mixed_precision: str = "auto"  # auto (bf16 where native: GPU, AMX/AVX512-bf16 CPU) | no | bf16 | fp16 (GPU)
     rho: float = 1.0               # forking-token mask: train on the top-rho entropy tokens
     log_every: int = 1
@@ -127,6 +133,14 @@ class RunConfig:
             need("num_gpus", self.num_gpus >= 1, f"num_gpus must be at least 1 (got {self.num_gpus})")
             need("num_processes", self.num_processes >= 1,
                  f"num_processes must be at least 1 (got {self.num_processes})")
+            need("fsdp", not self.fsdp or self.device != "cpu", FSDP_NEEDS_GPUS)
+            need("executor", self.executor in EXECUTORS,
+                 f"executor must be one of {EXECUTORS} (got {self.executor!r})")
+            need("fsdp", not self.fsdp or max(self.num_gpus, self.num_processes) >= 2,
+                 "fsdp shards the model over processes: set num_gpus (or num_processes) to 2 or more")
+            need("fsdp", not self.fsdp or self.objective == "ntp",
+                 "fsdp runs the ntp objective only: the reasoning objectives keep full copies of the "
+                 "model (RLP's EMA teacher, RPT's proxy) updated from the weights FSDP shards")
             need("mixed_precision", not (self.device == "cpu" and self.mixed_precision == "fp16"),
                  "fp16 mixed precision needs a GPU; use 'no' or 'bf16' on CPU")
             need("corpus", bool(str(self.corpus).strip()), "corpus is empty: use 'builtin' or a file path")

@@ -69,6 +69,9 @@ def assert_same_on_all_ranks(acc, tensors: dict[str, torch.Tensor], what: str) -
     if acc.num_processes == 1 or not tensors:
         return
     digests = _gather_objects(acc, tensors_digest(tensors))
+    if len(set(digests)) == 1 and acc.is_main_process:
+        print(f"[train] {what} identical on all {acc.num_processes} processes "
+              f"(sha256 {digests[0][:12]})", flush=True)
     if len(set(digests)) > 1:
         from lab.errors import LabError
         raise LabError(f"{what} differs between the {acc.num_processes} processes: data-parallel "
@@ -76,15 +79,25 @@ def assert_same_on_all_ranks(acc, tensors: dict[str, torch.Tensor], what: str) -
                        "has the details.")
 
 
+def fsdp_full_weights(acc, model) -> dict[str, torch.Tensor] | None:
+    """Under FSDP, the model's full (unsharded) state dict, gathered on rank 0 (every rank
+    must call this: the gather is collective); None otherwise. Checkpoints then save it as a
+    plain safetensors folder."""
+    from accelerate.utils import DistributedType
+    if acc.distributed_type != DistributedType.FSDP:
+        return None
+    return acc.get_state_dict(model)
+
+
 def device_text(acc) -> str:
     """The run's `device`: hardware, process count and backend, e.g.
     "cpu × 2 processes (gloo, 1 thread each)" or "4x NVIDIA H200 (nccl, bf16)"."""
     n = acc.num_processes
-    backend = torch.distributed.get_backend() if n > 1 and torch.distributed.is_initialized() else "single process"
-    fsdp = ", fsdp" if getattr(acc.state, "fsdp_plugin", None) is not None else ""
+    how = [torch.distributed.get_backend()] if n > 1 and torch.distributed.is_initialized() else []
+    how += ["fsdp"] if acc.distributed_type.name == "FSDP" else []
     if acc.device.type == "cuda":
-        return f"{n}x {torch.cuda.get_device_name(acc.device)} ({backend}{fsdp}, {precision.label(acc.mixed_precision)})"
+        return f"{n}x {torch.cuda.get_device_name(acc.device)} ({', '.join(how + [precision.label(acc.mixed_precision)])})"
     threads = torch.get_num_threads()
-    procs = f"{n} process{'es' if n > 1 else ''}"
-    return (f"cpu × {procs} ({backend}{fsdp}, {threads} thread{'s' if threads > 1 else ''} each, "
-            f"{precision.label(acc.mixed_precision)})")
+    how.append(f"{threads} thread{'s' if threads > 1 else ''}" + (" each" if n > 1 else ""))
+    how.append(precision.label(acc.mixed_precision))
+    return f"cpu × {n} process{'es' if n > 1 else ''} ({', '.join(how)})"

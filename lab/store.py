@@ -64,6 +64,7 @@ SCHEMA = [
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS phase VARCHAR DEFAULT ''",
     # When the run last joined the queue (submit or resume): the queue is first-in first-out.
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS queued_at TIMESTAMP",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS slurm_job VARCHAR",   # executor 'slurm': its job id
 ]
 
 TABLE_COLUMNS = {
@@ -78,7 +79,7 @@ TABLE_COLUMNS = {
 RUN_FIELDS = {"name", "objective", "kind", "status", "model", "corpus", "config", "started_at",
               "finished_at", "heartbeat_at", "step", "max_steps", "error", "git_commit",
               "versions", "command", "pid", "worker_pid", "device", "log_path", "tags", "notes",
-              "experiment", "attempts", "phase", "queued_at"}
+              "experiment", "attempts", "phase", "queued_at", "slurm_job"}
 
 
 def now() -> datetime:

@@ -194,9 +194,9 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
             # more than half a step (a costly objective's step can be a large share of a small budget).
             if cfg.max_flops and (flops_done >= cfg.max_flops or
                                   (last_step_flops and flops_done + last_step_flops / 2 > cfg.max_flops)):
+                last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
+                                        optimizer, flops_done, time.monotonic() - t_start, logger, keep)
                 if main:
-                    last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
-                                            optimizer, flops_done, time.monotonic() - t_start, logger, keep)
                     store.update_run(run_id, max_steps=step)
                 break
             t0 = time.monotonic()
@@ -223,14 +223,13 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
                            wall_time=time.monotonic() - t_start, flops=flops_done)
             logger.maybe_flush()
             done = step + 1
-            if main and done < cfg.max_steps and (done in keep or (
+            if done < cfg.max_steps and (done in keep or (
                     cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
                 last_ckpt = _checkpoint(data_dir, run_id, done, acc, model, tok, objective, extras,
                                         optimizer, flops_done, time.monotonic() - t_start, logger, keep)
         else:
-            if main:
-                last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
-                                        optimizer, flops_done, time.monotonic() - t_start, logger, keep)
+            last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
+                                    optimizer, flops_done, time.monotonic() - t_start, logger, keep)
     except BaseException:
         logger.flush_quietly()   # a cancel or a crash keeps every step it logged
         raise
@@ -264,9 +263,15 @@ def _record_probe(objective, probe: torch.Tensor, cfg: RunConfig, step: int, log
 
 
 def _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras, optimizer,
-                flops, wall, logger: RunLogger, keep: set[int]) -> Path:
+                flops, wall, logger: RunLogger, keep: set[int]) -> Path | None:
+    """Called on every rank (under FSDP, gathering the full weights takes them all); rank 0
+    writes the folder, the others return None."""
+    weights = distributed.fsdp_full_weights(acc, model)
+    if not acc.is_main_process:
+        return None
     logger.flush()  # rows up to this step are safe before the checkpoint claims them
     unwrapped = {k: acc.unwrap_model(getattr(objective, k)) for k in extras}
-    return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped, optimizer,
+    return save_checkpoint(data_dir, run_id, step, acc.unwrap_model(model), tok, unwrapped,
+                           optimizer if weights is None else None,   # FSDP: sharded, not saved
                            {"step": step, "flops": flops, "wall_time": wall, "keep_steps": sorted(keep)},
-                           objective.state_tensors(), keep=keep)
+                           objective.state_tensors(), keep=keep, weights=weights)

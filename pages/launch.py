@@ -33,6 +33,8 @@ def apply_preset() -> None:
     st.session_state["f_model_source"] = "Preset"
     st.session_state["f_model_choice"] = values["model"]
     st.session_state["f_objective"] = values["objective"]
+    st.session_state["f_num_processes"] = values["num_processes"]
+    st.session_state["f_fsdp"] = values["fsdp"]
     gpus = gpu_count()
     st.session_state["f_device"] = values["device"] if values["device"] != "gpu" or gpus else "auto"
     st.session_state["f_precision"] = (values["mixed_precision"]
@@ -131,6 +133,13 @@ with c2:
     num_gpus = 1
     if n_gpu:
         num_gpus = st.number_input("GPUs for this job", 1, n_gpu, 1, key="f_num_gpus")
+    num_processes = st.number_input(
+        "Processes (data parallel)", 1, 256, 1, key="f_num_processes",
+        help="Ranks that each train on their own windows and average gradients: on CPU each takes a "
+             "CPU slot and its share of the cores (gloo); on GPU one process per GPU (NCCL).")
+    fsdp = st.checkbox("FSDP: shard the model over the GPUs", key="f_fsdp", disabled=not n_gpu,
+                       help="For models that do not fit one GPU (accelerate's FSDP plugin; NTP only). "
+                            "Needs GPUs: accelerate does not shard on CPU.")
     params = {}
     if obj_cls is not None and dataclasses.fields(obj_cls.Params):
         with st.expander(f"{objective} settings", expanded=True):
@@ -152,7 +161,8 @@ ss = st.session_state
 values = {f: ss[f"f_{f}"] for f in FIELDS}
 values.update(objective=objective, model=(model or "").strip(), corpus=(corpus or "").strip(),
               text_field=text_field, name=name, device=device, mixed_precision=precision,
-              num_gpus=int(num_gpus), trust_remote_code=trust, params=params)
+              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp),
+              trust_remote_code=trust, params=params)
 
 try:
     cfg = RunConfig.from_dict(values)
@@ -178,3 +188,20 @@ if cfg is not None and (check or launch):
             st.success("Settings look good.")
     except LabError as e:
         st.error(str(e))
+
+if cfg is not None:
+    with st.expander("Several machines (accelerate launch lines and a Slurm script)"):
+        st.caption("Creates the run in this data folder, which every machine must share, and shows "
+                   "the command each machine runs. Nothing starts here.")
+        m1, m2, m3 = st.columns(3)
+        machines = m1.number_input("Machines", 2, 1024, 2, key="f_num_machines")
+        main_ip = m2.text_input("Address of machine 0", "127.0.0.1", key="f_main_ip")
+        port = m3.number_input("Port", 1, 65535, 29500, key="f_main_port")
+        if st.button("Create the run and show its launch commands", disabled=read_only()):
+            from jobs.multinode import export_multinode
+            try:
+                exported = export_multinode(cfg, data_dir(), machines=int(machines), main_ip=main_ip,
+                                            port=int(port))
+                st.code(exported.text(), language="bash")
+            except LabError as e:
+                st.error(str(e))
