@@ -87,7 +87,7 @@ DEFAULT_CASES = "ntp,quiet-star,rlp,rpt,rpt-drop,rpt-format"
 
 # Library functions timed while a case runs: (module[:Class], attribute, phase name).
 PHASES: dict[str, list[tuple[str, str, str]]] = {
-    "quiet-star": [("lab.objectives.quiet_star", "run_thoughts", "thought_passes_fwd")],
+    "quiet-star": [("lab.objectives.quiet_star.objective", "run_thoughts", "thought_passes_fwd")],
     "rlp": [("lab.rl", "sample_groups", "sample"), ("lab.rl", "score_tails", "reward_with_thought"),
             ("lab.rl", "next_token_logprobs", "reward_no_thought_x3"),
             ("lab.rl", "policy_logprobs", "policy_fwd"), ("lab.rl", "ema_update", "ema_update")],

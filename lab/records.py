@@ -14,7 +14,12 @@ from lab.entropy import token_entropy
 
 def token_texts(tokenizer, ids: list[int]) -> list[str]:
     """Each token's own text (leading spaces kept), for display."""
-    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+    return [token_text(tokenizer, i) for i in ids]
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """One token's text (leading spaces kept), for display."""
+    return tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
 
 
 def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, sample: int,

@@ -134,7 +134,7 @@ def test_init_matches_ntp(models, rho):
 def test_talk_steps_predict_the_right_tokens(models, monkeypatch):
     """With w = 1 the mixed prediction is the post-thought one: talk step j at position t must be
     the plain forward over [x_<=t, <start>, thought, <end>, x_t+1..t+j] predicting x_{t+j+1}."""
-    import lab.objectives.quiet_star as qsmod
+    import lab.objectives.quiet_star.objective as qsmod
     lm = models("tiny-random")
     qs = objective(lm)
     with torch.no_grad():
