@@ -33,7 +33,7 @@ What is measured (docs/benchmarks.md shows results and the exact commands)
 - GPU only: MFU = achieved FLOPs/s (StepOutput.flops / step time) / (--peak-tflops · 1e12),
   meaningful for NTP (the others count no-grad rollout FLOPs as well).
 - Phase timers: while X runs, a few library functions are wrapped with timers (Quiet-STaR's
-  run_thoughts; lab.rl's sampling, scoring, policy forward and EMA update; RPT's proxy filter),
+  thought_passes; lab.rl's sampling, scoring, policy forward and EMA update; RPT's proxy filter),
   which also count generated tokens exactly (sampled rollout tokens, Quiet-STaR thought tokens).
 
 Cases (the objective's own defaults unless listed; all are printed with the results)
@@ -87,7 +87,7 @@ DEFAULT_CASES = "ntp,quiet-star,rlp,rpt,rpt-drop,rpt-format"
 
 # Library functions timed while a case runs: (module[:Class], attribute, phase name).
 PHASES: dict[str, list[tuple[str, str, str]]] = {
-    "quiet-star": [("lab.objectives.quiet_star.objective", "run_thoughts", "thought_passes_fwd")],
+    "quiet-star": [("lab.objectives.quiet_star.objective", "thought_passes", "thought_passes_fwd")],
     "rlp": [("lab.rl", "sample_groups", "sample"), ("lab.rl", "score_tails", "reward_with_thought"),
             ("lab.rl", "next_token_logprobs", "reward_no_thought_x3"),
             ("lab.rl", "policy_logprobs", "policy_fwd"), ("lab.rl", "ema_update", "ema_update")],
@@ -95,7 +95,7 @@ PHASES: dict[str, list[tuple[str, str, str]]] = {
             ("lab.rl", "policy_logprobs", "policy_fwd")],
 }
 PHASE_WORDS = {
-    "thought_passes_fwd": "run_thoughts: pass 0 + the thought passes, forward (sampling included)",
+    "thought_passes_fwd": "thought_passes: the thought passes after pass 0, forward (sampling included)",
     "sample": "rl.sample_groups: KV-cached sampling of the G rollouts (no grad)",
     "reward_with_thought": "rl.score_tails: log p(x_t | thought) continuing the sampling cache",
     "reward_no_thought_x3": "rl.next_token_logprobs: no-thought scoring by θ, EMA φ and θ0",

@@ -20,11 +20,12 @@ class QSHead(nn.Module):
     """Mixing head MLP on [h_base, h_thought] and the <start>/<end> input vectors.
 
     The meta vectors are stored divided by `scale` and multiplied by it when used (official
-    code: an effective ×scale learning rate). `scale`, the mixing kind and the trained n_ahead
-    are buffers, so the safetensors file alone rebuilds the head (`load_head`)."""
+    code: an effective ×scale learning rate). `scale`, the mixing kind, the trained n_ahead and
+    whether it was trained on random thoughts are buffers, so the safetensors file alone
+    rebuilds the head (`load_head`) and inference thinks the way training did."""
 
     def __init__(self, hidden: int, init: torch.Tensor | None = None, *, scale: float = 100.0,
-                 mixing: str = "unbounded", n_ahead: int = 12) -> None:
+                 mixing: str = "unbounded", n_ahead: int = 12, random_thoughts: bool = False) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -38,6 +39,7 @@ class QSHead(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("sigmoid", torch.tensor(mixing == "sigmoid"))
         self.register_buffer("n_ahead", torch.tensor(int(n_ahead)))  # inference default
+        self.register_buffer("random_thoughts", torch.tensor(bool(random_thoughts)))
 
     def meta(self, which: str) -> torch.Tensor:
         """The input vector of <start> or <end>, [hidden]."""
@@ -58,13 +60,14 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 def new_head(model, tokenizer, *, scale: float = 100.0, mixing: str = "unbounded",
-             n_ahead: int = 12) -> QSHead:
+             n_ahead: int = 12, random_thoughts: bool = False) -> QSHead:
     """A fresh head for `model`, meta vectors initialised from the embedding of "---"."""
     raw = unwrap(model)
     emb = raw.get_input_embeddings().weight
     ids = [i for i in tokenizer.encode(META_INIT_TEXT, add_special_tokens=False) if i < emb.shape[0]]
     init = emb[ids].mean(0) if ids else torch.zeros(emb.shape[1])
-    head = QSHead(emb.shape[1], init, scale=scale, mixing=mixing, n_ahead=n_ahead)
+    head = QSHead(emb.shape[1], init, scale=scale, mixing=mixing, n_ahead=n_ahead,
+                  random_thoughts=random_thoughts)
     return head.to(emb.device, emb.dtype)
 
 
@@ -87,12 +90,12 @@ def head_from_state(state: dict[str, torch.Tensor], model, where: str = "the hea
     if state["start"].numel() != hidden:
         raise LabError(f"{where} holds a head for hidden size {state['start'].numel()}, but the "
                        f"model has hidden size {hidden}: load the model of the same run.")
-    state.setdefault("n_ahead", torch.tensor(QuietSTaRParams.n_ahead))
+    state.setdefault("n_ahead", torch.tensor(QuietSTaRParams.n_ahead))   # older checkpoints
+    state.setdefault("random_thoughts", torch.tensor(False))
     head = QSHead(hidden, scale=float(state["scale"]), n_ahead=int(state["n_ahead"]),
                   mixing="sigmoid" if bool(state["sigmoid"]) else "unbounded")
     head.load_state_dict(state)
     return head.to(emb.device, emb.dtype)
-
 
 
 def n_vocab_of(model, tokenizer) -> int:

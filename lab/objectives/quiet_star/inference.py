@@ -42,7 +42,8 @@ def _as_head(head: QSHead | dict[str, torch.Tensor], model) -> QSHead:
 def _predict(model, head: QSHead, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
              n_vocab: int, n_ahead: int | None, n_passes: int, temperature: float,
              generator: torch.Generator | None, corrupted: bool):
-    """Thoughts at every position, and the mixed next-token logits [B, P, T, V] with w."""
+    """Thoughts at every position, and the mixed next-token logits [B, P, T, V] with w. A head
+    trained on random thoughts (thought_content=random) always thinks random thoughts."""
     raw = unwrap(model)
     was_training = raw.training
     raw.eval()
@@ -50,7 +51,7 @@ def _predict(model, head: QSHead, input_ids: torch.Tensor, attention_mask: torch
         th = run_thoughts(raw, head, input_ids, attention_mask, n_pos=input_ids.shape[1],
                           n_ahead=n_ahead or int(head.n_ahead), n_talk=1, n_passes=n_passes,
                           n_vocab=n_vocab, sample_temperature=temperature, generator=generator,
-                          corrupted=corrupted)
+                          corrupted=corrupted or bool(head.random_thoughts))
     finally:
         raw.train(was_training)
     post = th.talk_hidden[0]                                                   # [B, P, T, h]

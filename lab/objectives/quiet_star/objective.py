@@ -12,20 +12,20 @@ convention as `tokens` (row t = token x_t and the distribution that predicted it
 and RPT, so the tables join on (run_id, step, sample, position).
 """
 from __future__ import annotations
-from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lab.entropy import entropy_stats, forking_mask, masked_mean, token_entropy
+from lab.entropy import entropy_stats, forking_mask, masked_mean, nll_and_entropy
 from lab.errors import LabError
 from lab.flops import train_flops
 from lab.objectives.base import Objective, StepOutput
 from lab.objectives.quiet_star.head import HEAD_NAME, n_vocab_of, new_head, unwrap
 from lab.objectives.quiet_star.params import QuietSTaRParams
-from lab.objectives.quiet_star.passes import (Thoughts, check_supported, require_decoder_only,
-                                              run_thoughts, talk_windows)
+from lab.objectives.quiet_star.passes import (Thoughts, all_positions, base_pass,
+                                              check_supported, pack_positions,
+                                              require_decoder_only, talk_windows, thought_passes)
 from lab.records import sequence_records, token_text, token_texts
 
 
@@ -35,7 +35,6 @@ def thought_rewards(logp_sum: torch.Tensor, dim: int = -1) -> torch.Tensor:
     are reinforced. With one thought per position every reward is 0."""
     x = logp_sum.detach()
     return (x - x.mean(dim=dim, keepdim=True)).clamp(min=0)
-
 
 
 class QuietSTaR(Objective):
@@ -55,7 +54,8 @@ class QuietSTaR(Objective):
         require_decoder_only(raw)
         self.n_vocab = n_vocab_of(raw, tokenizer)
         self.qs_head = new_head(raw, tokenizer, scale=params.meta_lr_scale, mixing=params.mixing,
-                                n_ahead=params.n_ahead)
+                                n_ahead=params.n_ahead,
+                                random_thoughts=params.thought_content == "random")
         check_supported(raw, self.qs_head, self.n_vocab)
         max_pos = _max_positions(raw)
         needed = getattr(cfg, "seq_len", 0) + params.n_ahead - 3
@@ -73,35 +73,41 @@ class QuietSTaR(Objective):
         n_pos = L - n_talk            # positions with n_talk true tokens after them
         if n_pos < 1:
             raise LabError(f"Sequences of {L} tokens are too short for n_ahead_talk={n_talk}.")
-        th = run_thoughts(self.model, self.qs_head, ids, attn, n_pos=n_pos, n_ahead=p.n_ahead,
-                          n_talk=n_talk, n_passes=P, n_vocab=self.n_vocab,
-                          sample_temperature=p.sample_temperature,
-                          reinforce_temperature=p.reinforce_temperature)
+        base = base_pass(self.model, ids, attn)
 
-        # Base prediction: exactly the NTP computation.
-        logits = th.base_logits[:, :-1]
+        # Base prediction: exactly the NTP computation, over every token (or the top-rho).
         valid = attn[:, 1:].bool()
-        base_nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   ids[:, 1:].reshape(-1), reduction="none").view(B, L - 1)
-        with torch.no_grad():
-            ent = token_entropy(logits)
+        base_nll, ent = nll_and_entropy(base.logits[:, :-1], ids[:, 1:])
         selected = forking_mask(ent, valid, self.cfg.rho)
         base_loss = masked_mean(base_nll, selected)
 
-        # Talk steps at the N positions whose n_talk targets are all real tokens.
-        ok = attn.bool().unfold(1, n_talk + 1, 1).all(-1)                      # [B, n_pos]
-        base_h = talk_windows(th.base_hidden, n_pos, n_talk)[:, ok]            # [n_talk, N, h]
+        # Thought slots: positions t whose n_talk targets are all real tokens; with
+        # thought_positions=forking only the top thought_share of them by the entropy of x_{t+1}.
+        candidates = attn.bool().unfold(1, n_talk + 1, 1).all(-1)            # [B, n_pos]
+        if p.thought_positions == "forking":
+            positions, ok = pack_positions(forking_mask(ent[:, :n_pos], candidates, p.thought_share))
+        else:
+            positions, ok = all_positions(B, n_pos, ids.device), candidates
+        random = p.thought_content == "random"
+        th = thought_passes(self.model, self.qs_head, base, ids, attn, positions, n_ahead=p.n_ahead,
+                            n_talk=n_talk, n_passes=P, n_vocab=self.n_vocab,
+                            sample_temperature=p.sample_temperature, corrupted=random,
+                            reinforce_temperature=None if random else p.reinforce_temperature)
+        M = positions.shape[1]
+
+        # Talk steps of the N real thought slots.
+        base_h = talk_windows(th.base_hidden, positions, n_talk)[:, ok]        # [n_talk, N, h]
         post_h = th.talk_hidden.transpose(2, 3)[:, ok]                         # [n_talk, N, P, h]
         mixed, w = self.qs_head(base_h[:, :, None].expand_as(post_h), post_h)
         mixed_logits = unwrap(self.model).get_output_embeddings()(mixed)      # [n_talk, N, P, V]
-        targets = talk_windows(ids, n_pos, n_talk, offset=1)[:, ok]            # [n_talk, N]
+        targets = talk_windows(ids, positions, n_talk, offset=1)[:, ok]        # [n_talk, N]
         mixed_nll = F.cross_entropy(mixed_logits.float().flatten(0, 2),
                                     targets[:, :, None].expand(-1, -1, P).reshape(-1),
                                     reduction="none").view(n_talk, -1, P)
-        sel = selected[:, :n_pos][ok]                                          # [N]
+        sel = selected.gather(1, positions)[ok]                                # [N]
         mixed_loss = masked_mean(mixed_nll.mean(dim=(0, 2)), sel)
 
-        # REINFORCE on the sampled tokens of better-than-average thoughts.
+        # REINFORCE on the sampled tokens of better-than-average thoughts (none for random ones).
         reward = thought_rewards(-mixed_nll.sum(0))                            # [N, P]
         if th.policy_logp is not None and reward.numel():
             logp = th.policy_logp.transpose(1, 2)[ok]                          # [N, P, S]
@@ -111,32 +117,39 @@ class QuietSTaR(Objective):
         loss = 0.5 * base_loss + 0.5 * mixed_loss + p.policy_weight * policy
 
         with torch.no_grad():
-            base_talk = talk_windows(base_nll, n_pos, n_talk)[:, ok]           # [n_talk, N]
+            base_talk = talk_windows(base_nll, positions, n_talk)[:, ok]       # [n_talk, N]
             gain = (base_talk[..., None] - mixed_nll).mean() if sel.numel() else torch.tensor(0.)
+            n_ok = ok.sum().item()
             metrics = {"loss/base_nll": base_loss.item(), "loss/mixed_nll": mixed_loss.item(),
                        "loss/policy": policy.item() + 0.0, "reward/mean": _mean(reward),
                        "reward/std": reward.float().std().item() if reward.numel() > 1 else 0.0,
                        "mix/w_mean": _mean(w), "mix/nll_gain": gain.item(),
                        "thought/length": float(p.n_ahead - 3),
-                       "nll": masked_mean(base_nll, valid).item(),
+                       # thinking positions / positions that could think; and the share of the
+                       # passes' B·M slots that are real (the rest is padding of shorter rows)
+                       "thought/share": n_ok / max(candidates.sum().item(), 1),
+                       "thought/slot_use": n_ok / (B * M),
+                       "nll": masked_mean(base_nll.detach(), valid).item(),
                        "selected_share": selected.float().sum().item() / max(valid.sum().item(), 1),
                        **entropy_stats(ent, valid)}
         tokens = int(attn.sum())
         flops = train_flops(self.desc, tokens, L) + sum(
-            train_flops(self.desc, B * P * n_pos, L + k * n_pos) for k in range(1, th.n_sweeps + 1))
+            train_flops(self.desc, B * P * M, L + k * M) for k in range(1, th.n_sweeps + 1))
         out = StepOutput(loss=loss, metrics=metrics, tokens=tokens, flops=flops)
         if record > 0:
-            self._record(out, min(record, B), ids, th, ok, base_nll, mixed_nll, mixed_logits,
+            self._record(out, min(record, B), ids, th, ok, ent, base_nll, mixed_nll, mixed_logits,
                          w, reward, targets)
         return out
 
     @torch.no_grad()
-    def _record(self, out: StepOutput, n: int, ids, th: Thoughts, ok, base_nll, mixed_nll,
+    def _record(self, out: StepOutput, n: int, ids, th: Thoughts, ok, ent, base_nll, mixed_nll,
                 mixed_logits, w, reward, targets) -> None:
         """Token rows (base prediction, with w / mixed NLL of the thoughts that predicted each
-        token in `extra`) and one thought row per (position, thought) for the first n sequences."""
+        token in `extra`) and one thought row per (position, thought) for the first n sequences.
+        Only the positions that thought get those extras (all, or the forking ones)."""
         tok = self.tokenizer
-        where = ok.nonzero().tolist()                                          # N rows (b, t)
+        where = [(b, m, t) for (b, m), t in zip(ok.nonzero().tolist(), th.positions[ok].tolist())]
+        ent_l = ent.tolist()
         # one device->host copy of everything (no per-value .item() syncs on a GPU)
         logp_sum = -mixed_nll.sum(0)
         raw_reward = (logp_sum - logp_sum.mean(-1, keepdim=True)).tolist()    # [N][P]
@@ -145,19 +158,21 @@ class QuietSTaR(Objective):
         reward_l, base_l = reward.tolist(), base_nll.tolist()
         pred = mixed_logits[0].argmax(-1).tolist()                             # [N][P]
         target_l = targets[0].tolist()
-        thought_ids = th.thought_ids[:n].tolist()                              # [n][P][n_pos][S]
+        thought_ids = th.thought_ids[:n].tolist()                              # [n][P][M][S]
+        selection = self.params.thought_positions
         n_talk = mixed_nll.shape[0]
         for s in range(n):
-            rows = [(r, t) for r, (b, t) in enumerate(where) if b == s]
+            rows = [(r, m, t) for r, (b, m, t) in enumerate(where) if b == s]
             extras: list[dict] = [{} for _ in range(ids.shape[1])]
-            for r, t in rows:
+            for r, _, t in rows:
                 extras[t + 1] = {"w": sum(x[0] for x in talk_w[r]) / len(talk_w[r]),
-                                 "mixed_nll": sum(x[0] for x in talk_nll[r]) / len(talk_nll[r])}
+                                 "mixed_nll": sum(x[0] for x in talk_nll[r]) / len(talk_nll[r]),
+                                 "thought": selection}
             out.token_records += sequence_records(tok, ids[s], th.base_logits[s], sample=s,
                                                   extra=extras)
-            for r, t in rows:
+            for r, m, t in rows:
                 for i in range(len(raw_reward[r])):
-                    tids = thought_ids[s][i][t]
+                    tids = thought_ids[s][i][m]
                     out.thought_records.append({
                         "sample": s, "position": t + 1, "idx": i, "kind": "quiet-star",
                         "text": tok.decode(tids, clean_up_tokenization_spaces=False),
@@ -168,6 +183,8 @@ class QuietSTaR(Objective):
                         "extra": {"after": t, "raw_reward": raw_reward[r][i],
                                   "talk_mixed_nll": talk_nll[r][i], "talk_w": talk_w[r][i],
                                   "talk_base_nll": base_l[s][t:t + n_talk],
+                                  "entropy": ent_l[s][t], "selection": selection,
+                                  "content": self.params.thought_content,
                                   "tokens": token_texts(tok, tids)}})
 
 

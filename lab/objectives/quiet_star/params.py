@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIXINGS = ("unbounded", "sigmoid")
+THOUGHT_POSITIONS = ("all", "forking")
+THOUGHT_CONTENTS = ("sampled", "random")
 
 
 @dataclass
@@ -16,6 +18,16 @@ class QuietSTaRParams:
     sample_temperature: float = 1.0    # temperature thoughts are sampled at
     mixing: str = "unbounded"          # mixing weight w: unbounded (official) | sigmoid in (0, 1)
     meta_lr_scale: float = 100.0       # meta vectors stored /scale, used ×scale (×scale lr)
+    # Where thoughts are generated: all = after every token; forking = only after the tokens
+    # whose next token is among the top `thought_share` of the micro-batch by base entropy
+    # (issue 12: "reasoning belongs at the forking tokens"); the thought passes then run over
+    # those positions only, so their cost scales with the share.
+    thought_positions: str = "all"
+    thought_share: float = 0.2         # forking: share of the micro-batch's positions that think
+    # What a thought is: sampled = the policy's tokens, trained by REINFORCE; random = uniform
+    # random tokens of the same length drawn fresh every step, no policy term (the
+    # scaffolding control: the head and the model still learn from the mixed NLL).
+    thought_content: str = "sampled"
 
     def problems(self, cfg) -> list[str]:
         out = []
@@ -37,5 +49,13 @@ class QuietSTaRParams:
                 out.append(f"{name} must be positive (got {getattr(self, name)})")
         if self.mixing not in MIXINGS:
             out.append(f"mixing must be one of {', '.join(MIXINGS)} (got {self.mixing!r})")
+        if self.thought_positions not in THOUGHT_POSITIONS:
+            out.append(f"thought_positions must be one of {', '.join(THOUGHT_POSITIONS)} "
+                       f"(got {self.thought_positions!r})")
+        if not 0 < self.thought_share <= 1:
+            out.append(f"thought_share must be in (0, 1] (got {self.thought_share})")
+        if self.thought_content not in THOUGHT_CONTENTS:
+            out.append(f"thought_content must be one of {', '.join(THOUGHT_CONTENTS)} "
+                       f"(got {self.thought_content!r})")
         return out
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -56,22 +56,42 @@ from lab.objectives.quiet_star.head import QSHead, unwrap
 from lab.sampling import sample_rows, uniform
 
 
-def thought_mask(attention_mask: torch.Tensor, n_pos: int, n_blocks: int,
+def thought_mask(attention_mask: torch.Tensor, positions: torch.Tensor, n_blocks: int,
                  dtype: torch.dtype) -> torch.Tensor:
-    """Float additive mask [B, 1, n_pos, L + n_blocks·n_pos] for the thought passes.
+    """Float additive mask [B, 1, M, L + n_blocks·M] for the thought passes of the M thought
+    slots per row, slot m thinking after token t = positions[b, m].
 
-    Query t (a thought position, t < n_pos) may see text keys j <= t that are not padding
-    (and always itself, so no row is empty), and in each thought block only its own column.
-    Pass k uses the first L + k·n_pos key columns."""
+    Slot m may see text keys j <= t that are not padding (and always x_t itself, so no row
+    is empty), and in each thought block only its own column. Pass k uses the first
+    L + k·M key columns."""
     B, L = attention_mask.shape
+    M = positions.shape[1]
     dev = attention_mask.device
-    t = torch.arange(n_pos, device=dev)[:, None]
-    j = torch.arange(L, device=dev)[None, :]
-    text = (j <= t) & (attention_mask[:, None, :].bool() | (j == t))           # [B, n_pos, L]
-    own = torch.eye(n_pos, dtype=torch.bool, device=dev).expand(B, n_pos, n_pos)
+    t = positions[:, :, None]
+    j = torch.arange(L, device=dev)[None, None, :]
+    text = (j <= t) & (attention_mask[:, None, :].bool() | (j == t))           # [B, M, L]
+    own = torch.eye(M, dtype=torch.bool, device=dev).expand(B, M, M)
     allowed = torch.cat([text] + [own] * n_blocks, dim=-1)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=dev)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def all_positions(batch: int, n_pos: int, device: torch.device) -> torch.Tensor:
+    """Thought slots [B, n_pos]: every position 0..n_pos-1 of every row thinks."""
+    return torch.arange(n_pos, device=device).expand(batch, n_pos)
+
+
+def pack_positions(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thought slots of a boolean choice [B, n_pos]: positions [B, M] (the chosen t of each
+    row, ascending, M = the most any row has) and which slots are real [B, M]. Unused slots
+    of shorter rows point at position 0; they are computed and ignored, so a pass costs
+    B·P·M tokens (close to the chosen count when the rows choose alike)."""
+    B, n_pos = chosen.shape
+    counts = chosen.sum(1)
+    M = max(int(counts.max()), 1) if B else 1
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :M]   # chosen first
+    real = torch.arange(M, device=chosen.device)[None, :] < counts[:, None]
+    return order.masked_fill(~real, 0), real
 
 
 @contextlib.contextmanager
@@ -100,48 +120,80 @@ def _forward(model, raw_model, *, logits: bool, **kwargs) -> tuple[torch.Tensor,
 
 
 @dataclass
+class BasePass:
+    """Pass 0: one causal forward over the text, shared by every thought."""
+    hidden: torch.Tensor               # [B, L, h] final norm
+    logits: torch.Tensor               # [B, L, V]
+    cache: Any                         # its key/value cache (DynamicCache), extended by the passes
+    text_pos: torch.Tensor             # [B, L] position ids (t counted over non-padding tokens)
+
+
+@dataclass
 class Thoughts:
-    """What one set of parallel thought passes produced (P = n_passes, S = n_ahead - 3)."""
+    """What one set of parallel thought passes produced (P = n_passes, S = n_ahead - 3, M
+    thought slots per row, slot m thinking after token positions[b, m])."""
     base_hidden: torch.Tensor          # [B, L, h] pass 0, final norm
     base_logits: torch.Tensor          # [B, L, V]
-    thought_ids: torch.Tensor          # [B, P, n_pos, S] sampled (or forced / random) tokens
-    policy_logp: torch.Tensor | None   # [B, P, n_pos, S] log π(token) at reinforce temperature
-    talk_hidden: torch.Tensor          # [n_talk, B, P, n_pos, h] post-thought states
-    n_sweeps: int                      # thought passes run (each over B·P·n_pos tokens)
-    pass_hidden: list[torch.Tensor] | None = None  # [B·P, n_pos, h] per pass (keep_all=True)
+    positions: torch.Tensor            # [B, M] the token each slot thinks after
+    thought_ids: torch.Tensor          # [B, P, M, S] sampled (or forced / random) tokens
+    policy_logp: torch.Tensor | None   # [B, P, M, S] log π(token) at reinforce temperature
+    talk_hidden: torch.Tensor          # [n_talk, B, P, M, h] post-thought states
+    n_sweeps: int                      # thought passes run (each over B·P·M tokens)
+    pass_hidden: list[torch.Tensor] | None = None  # [B·P, M, h] per pass (keep_all=True)
+
+
+def base_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BasePass:
+    """Pass 0 with its cache (gradient-bearing): base states and logits at every position."""
+    from transformers import DynamicCache
+    cache = DynamicCache()
+    text_pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # = t unless left-padded
+    hidden, logits = _forward(model, unwrap(model), logits=True, input_ids=input_ids,
+                              attention_mask=attention_mask, past_key_values=cache,
+                              position_ids=text_pos)
+    return BasePass(hidden, logits, cache, text_pos)
 
 
 def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                  n_pos: int, n_ahead: int, n_talk: int, n_passes: int, n_vocab: int,
-                 sample_temperature: float = 1.0, reinforce_temperature: float | None = None,
-                 generator: torch.Generator | None = None, corrupted: bool = False,
-                 thought_ids: torch.Tensor | None = None, keep_all: bool = False) -> Thoughts:
-    """Pass 0 plus the n_ahead + n_talk - 2 thought passes for positions 0..n_pos-1.
+                 **kwargs) -> Thoughts:
+    """Pass 0 plus the thought passes for every position 0..n_pos-1 (see thought_passes)."""
+    base = base_pass(model, input_ids, attention_mask)
+    return thought_passes(model, head, base, input_ids, attention_mask,
+                          all_positions(input_ids.shape[0], n_pos, input_ids.device),
+                          n_ahead=n_ahead, n_talk=n_talk, n_passes=n_passes, n_vocab=n_vocab, **kwargs)
+
+
+def thought_passes(model, head: QSHead, base: BasePass, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor, positions: torch.Tensor, *, n_ahead: int,
+                   n_talk: int, n_passes: int, n_vocab: int, sample_temperature: float = 1.0,
+                   reinforce_temperature: float | None = None,
+                   generator: torch.Generator | None = None, corrupted: bool = False,
+                   thought_ids: torch.Tensor | None = None, keep_all: bool = False) -> Thoughts:
+    """The n_ahead + n_talk - 2 thought passes after pass 0, for the thought slots
+    `positions` [B, M] only (slot m of row b thinks after x_t, t = positions[b, m]): each
+    pass costs B·P·M tokens, whatever L is.
 
     Thought tokens are sampled at `sample_temperature` from the first `n_vocab` logits (rows
-    past the tokenizer are never sampled), or taken from `thought_ids` [B, P, n_pos, S], or
+    past the tokenizer are never sampled), or taken from `thought_ids` [B, P, M, S], or
     drawn uniformly when `corrupted` (the scaffolding control, §5; no sampling logits are then
     computed). With `reinforce_temperature`, log π of each token at that temperature is kept
-    with its graph for the policy term. Teacher forcing needs n_pos + n_talk - 1 <= L."""
+    with its graph for the policy term. Teacher forcing needs t + n_talk - 1 < L."""
     raw = unwrap(model)
     B, L = input_ids.shape
+    M = positions.shape[1]
     P, S, K = n_passes, n_ahead - 3, n_ahead + n_talk - 2
-    assert n_pos >= 1 and n_pos + n_talk - 1 <= L and S >= 0
+    assert M >= 1 and int(positions.max()) + n_talk - 1 < L and S >= 0
     dev = input_ids.device
-    from transformers import DynamicCache
-    cache = DynamicCache()
-    text_pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # = t unless left-padded
-    base_hidden, base_logits = _forward(model, raw, logits=True, input_ids=input_ids,
-                                        attention_mask=attention_mask, past_key_values=cache,
-                                        position_ids=text_pos)
+    cache = base.cache
     if P > 1:
         cache.batch_repeat_interleave(P)  # the base keys/values stay in the graph
     emb = raw.get_input_embeddings()
-    dtype = base_hidden.dtype
-    mask = thought_mask(attention_mask, n_pos, K, dtype).repeat_interleave(P, dim=0)
-    pos = text_pos[:, :n_pos].repeat_interleave(P, dim=0)
+    dtype = base.hidden.dtype
+    mask = thought_mask(attention_mask, positions, K, dtype).repeat_interleave(P, dim=0)
+    slots = positions.repeat_interleave(P, dim=0)                              # [B·P, M]
+    pos = base.text_pos.gather(1, positions).repeat_interleave(P, dim=0)
     rows = input_ids.repeat_interleave(P, dim=0)                              # [B·P, L]
-    meta = {w: unwrap(head).meta(w).to(dtype).expand(B * P, n_pos, -1) for w in ("start", "end")}
+    meta = {w: unwrap(head).meta(w).to(dtype).expand(B * P, M, -1) for w in ("start", "end")}
 
     tokens: list[torch.Tensor] = []
     logps: list[torch.Tensor] = []
@@ -155,19 +207,18 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
         elif k == S + 2:
             x = meta["end"]
         else:                                            # x_{t+j} for talk step j = k - S - 2
-            j = k - S - 2
-            x = emb(rows[:, j:j + n_pos])
+            x = emb(rows.gather(1, slots + (k - S - 2)))
         sampling = k <= S and thought_ids is None and not corrupted
         hidden, logits = _forward(model, raw, logits=sampling, inputs_embeds=x,
-                                  attention_mask=mask[..., :L + k * n_pos],
+                                  attention_mask=mask[..., :L + k * M],
                                   position_ids=pos + k, past_key_values=cache)
         if keep_all:
             kept.append(hidden)
         if k <= S:
             if thought_ids is not None:
-                tok = thought_ids[:, :, :, k - 1].reshape(B * P, n_pos)
+                tok = thought_ids[:, :, :, k - 1].reshape(B * P, M)
             elif corrupted:
-                tok = (uniform((B * P, n_pos), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
+                tok = (uniform((B * P, M), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
             else:
                 logits = logits[..., :n_vocab]
                 with torch.no_grad():
@@ -179,11 +230,12 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
         if k >= S + 2:
             talk.append(hidden)
 
-    def per_sample(x: torch.Tensor) -> torch.Tensor:   # [B·P, n_pos, ...] -> [B, P, n_pos, ...]
+    def per_sample(x: torch.Tensor) -> torch.Tensor:   # [B·P, M, ...] -> [B, P, M, ...]
         return x.view(B, P, *x.shape[1:])
     ids_out = (per_sample(torch.stack(tokens, -1)) if tokens
-               else torch.zeros(B, P, n_pos, 0, dtype=torch.long, device=dev))
-    return Thoughts(base_hidden=base_hidden, base_logits=base_logits, thought_ids=ids_out,
+               else torch.zeros(B, P, M, 0, dtype=torch.long, device=dev))
+    return Thoughts(base_hidden=base.hidden, base_logits=base.logits, positions=positions,
+                    thought_ids=ids_out,
                     policy_logp=per_sample(torch.stack(logps, -1)) if logps else None,
                     talk_hidden=torch.stack([per_sample(h) for h in talk]), n_sweeps=K,
                     pass_hidden=kept if keep_all else None)
@@ -201,11 +253,13 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
-
-def talk_windows(x: torch.Tensor, n_pos: int, n_talk: int, offset: int = 0) -> torch.Tensor:
-    """Stack x[:, j+offset : j+offset+n_pos] for talk steps j: [B, T, ...] -> [n_talk, B, n_pos, ...].
-    offset 0 on hidden states gives the base state at t+j; offset 1 on ids gives x_{t+j+1}."""
-    return torch.stack([x[:, j + offset:j + offset + n_pos] for j in range(n_talk)])
+def talk_windows(x: torch.Tensor, positions: torch.Tensor, n_talk: int,
+                 offset: int = 0) -> torch.Tensor:
+    """x[b, t + j + offset] for each thought slot (t = positions[b, m]) and talk step j:
+    [B, L, ...] -> [n_talk, B, M, ...]. offset 0 on hidden states gives the base state at
+    t+j; offset 1 on ids gives the target x_{t+j+1}."""
+    rows = torch.arange(x.shape[0], device=x.device)[:, None]
+    return torch.stack([x[rows, positions + j + offset] for j in range(n_talk)])
 
 
 # ---- support check --------------------------------------------------------------------------
