@@ -6,6 +6,19 @@ are selected once; the base NLL averages over them, and the mixed NLL over the t
 inserted at those positions (the thought after x_t, whose first talk target x_{t+1} is the
 forking token). The policy term keeps every valid position.
 
+Thoughts at forking positions only (thought_positions=forking, issue 12): pass 0 runs first,
+then only the top `thought_share` of the micro-batch's candidate positions by the entropy of
+x_{t+1} get a thought; the thought passes run over those slots only (passes.pack_positions), so
+their cost scales with the share. The mixed NLL, the rewards and the policy term cover those
+positions; the base NLL still covers every token (it is pass 0, already paid for, and keeps the
+model a language model where it does not think). `thought_share` is its own setting, not
+cfg.rho (which selects the loss's tokens) and not the records' display share.
+
+Random thoughts, trained (thought_content=random, §5 as a training arm): every thought is
+uniformly random tokens of the same length, drawn fresh at every step; there is no policy term
+(nothing was sampled from the policy), and the head and the model learn from the mixed NLL
+only, like pause tokens. The head remembers it, so inference thinks random thoughts too.
+
 Record conventions (tables `tokens` and `thoughts`): a thought row's `position` is the index of
 the token it is trying to predict (the thought was inserted after x_{position-1}), the same
 convention as `tokens` (row t = token x_t and the distribution that predicted it) and as RLP

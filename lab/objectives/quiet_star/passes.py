@@ -1,4 +1,4 @@
-"""Quiet-STaR's thought passes (objectives.md §1): all positions think in parallel.
+"""Quiet-STaR's thought passes (objectives.md §1): all thinking positions think in parallel.
 
 How the thoughts are computed (and why this route)
 --------------------------------------------------
@@ -8,7 +8,10 @@ thought passes run on a batch of B·n_passes rows (row b·P + i = thought i of s
 `n_ahead + n_ahead_talk - 2` passes each feed ONE token per position, reusing the cache of all
 earlier passes, with a float additive 4D mask [B·P, 1, n_pos, L + k·n_pos]: position t in pass
 k sees the text x_≤t and its own earlier thought tokens (one diagonal block per pass), and has
-position id t + k (t counted over non-padding tokens). Feeding order per position t:
+position id t + k (t counted over non-padding tokens). The thinking positions are "thought
+slots" [B, M]: every position 0..n_pos-1 (M = n_pos), or only chosen ones (forking mode:
+M = the most any row chose, `pack_positions`); the passes and their masks are M wide, so their
+cost scales with the share that thinks. Feeding order per position t:
 
     pass 1: <start>   passes 2..S+1: the S = n_ahead - 3 sampled tokens   pass S+2: <end>
     passes S+3..: x_{t+1}, x_{t+2}, ... (teacher forcing)
@@ -37,7 +40,7 @@ L - n_ahead_talk); lm_head runs only for the base pass, the S sampling passes an
 states at valid positions (logits_to_keep=<empty> elsewhere).
 
 FLOPs (lab/flops.py): pass 0 as an NTP step, plus each thought pass k as a gradient-bearing
-sweep over B·P·n_pos tokens at context L + k·n_pos (the key columns its dense mask spans).
+sweep over B·P·M tokens at context L + k·M (the key columns its dense mask spans).
 
 Meta-tokens are not vocabulary rows: they are two vectors in the `qs_head` module (fed as
 inputs_embeds), so lm_head can never produce them and checkpoints stay plain HF models. Vocab
