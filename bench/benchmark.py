@@ -35,7 +35,7 @@ What is measured (docs/benchmarks.md shows results and the exact commands)
   GPU: torch.cuda.max_memory_allocated (reset before every X step) minus the allocation after load.
 - GPU only: MFU = achieved FLOPs/s (StepOutput.flops / step time) / (--peak-tflops · 1e12),
   meaningful for NTP (the others count no-grad rollout FLOPs as well).
-- Phase timers: library functions marked with lab.profiling (Quiet-STaR's run_thoughts;
+- Phase timers: library functions marked with lab.profiling (Quiet-STaR's thought_passes;
   lab.rl's sampling, scoring, policy forward and EMA update; RPT's proxy filter) report their
   time while the benchmark records, and count generated tokens exactly (sampled rollout tokens,
   Quiet-STaR thought tokens). No function is replaced.
@@ -94,7 +94,7 @@ PRECISION_NAMES = {"fp32": "no", "bf16": "bf16", "auto": "auto"}
 # lab.profiling (nested inside "step" or "optimizer").
 STEP_PARTS = ("step", "backward", "optimizer")
 PHASE_WORDS = {
-    "qs.run_thoughts": "run_thoughts: pass 0 + the thought passes, forward (sampling included)",
+    "qs.thought_passes": "thought_passes: the thought passes after pass 0, forward (sampling included)",
     "rl.sample": "rl.sample_groups: KV-cached sampling of the G rollouts (no grad)",
     "rl.score_tails": "rl.score_tails: log p(x_t | thought) continuing the sampling cache",
     "rl.next_token_logprobs": "rl.next_token_logprobs: no-thought scoring (RLP: by θ, EMA φ and θ0)",

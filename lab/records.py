@@ -11,16 +11,26 @@ import torch
 
 from lab.entropy import token_entropy
 
+# Display share: the records mark the top 20 % entropy tokens of each sequence as `forking`
+# for the pages. Not the training share (RunConfig.rho, over the micro-batch) nor Quiet-STaR's
+# thought_share or RLP's position_share.
+DISPLAY_SHARE = 0.2
+
 
 def token_texts(tokenizer, ids: list[int]) -> list[str]:
     """Each token's own text (leading spaces kept), for display."""
-    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+    return [token_text(tokenizer, i) for i in ids]
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """One token's text (leading spaces kept), for display."""
+    return tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
 
 
 def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, sample: int,
-                     rho: float = 0.2, extra: list[dict] | None = None) -> list[dict[str, Any]]:
+                     rho: float = DISPLAY_SHARE, extra: list[dict] | None = None) -> list[dict[str, Any]]:
     """Rows for one sequence. ids [T], logits [T, V] where logits[t] predicts ids[t+1].
-    `forking` marks the top-rho entropy tokens of this sequence."""
+    `forking` marks the top-rho (display share) entropy tokens of this sequence."""
     ids = ids.detach().cpu()
     logits = logits.detach().float().cpu()
     ent = token_entropy(logits[:-1])

@@ -31,7 +31,9 @@ def _preset_to_state() -> None:
     ss["xp_budget_steps"] = spec.branch.budget_steps
     ss["xp_budget_mode"] = spec.branch.budget_mode
     ss["xp_arms_all"] = [_arm_dict(a) for a in spec.arms] + [
-        {"id": o, "objective": o} for o in available() if o not in {a.id for a in spec.arms}]
+        {"id": o, "objective": o} for o in available() if o not in {a.id for a in spec.arms}] + [
+        _arm_dict(a) for a in ex.ARM_CHOICES                  # issue 12's arms
+        if a.id not in {a.id for a in spec.arms} and a.objective in available()]
     ss["xp_arms"] = [a.id for a in spec.arms]
     ss["xp_seeds"] = len(spec.seeds)
     ss["xp_benchmarks"] = list(spec.evaluation.benchmarks)

@@ -33,6 +33,9 @@ fig = go.Figure(go.Heatmap(z=grid.values, x=[str(s) for s in grid.columns], y=gr
 fig.update_layout(height=520, xaxis_title="training step", yaxis_title="token position",
                   margin=dict(l=10, r=10, t=20, b=10), yaxis_autorange="reversed")
 st.plotly_chart(fig, width="stretch")
+st.caption("A blank cell: no thought at that position and step. Quiet-STaR with "
+           "thought_positions=forking thinks only at the highest-entropy positions of each micro-batch "
+           "(the Thoughts page outlines them and shows their entropy); RLP at its sampled positions.")
 
 steps = sorted(df["step"].unique().tolist())
 step = steps[0] if len(steps) == 1 else st.select_slider("Step", steps, value=steps[-1], key="hm_step")

@@ -28,9 +28,16 @@ if not toks.empty:
     colour = per_pos[["position", "gain"]]
     view = toks.merge(colour, on="position", how="left")
     view["help"] = view["gain"].clip(lower=0)
+    view["thought"] = view["position"].isin(set(per_pos["position"]))   # positions that thought
+    details = [json.loads(e) for e in th["extra"].dropna().head(1)]
+    forking = bool(details) and details[0].get("selection") == "forking"
     st.markdown("Colour = how much the thoughts before a token lowered its NLL (darker = helped more). "
-                "Hover for numbers.")
-    st.markdown(token_html(windowed(view, "th"), "help", tooltip_cols=("gain", "entropy", "nll")),
+                f"Outlined: the {int(view['thought'].sum())} of {len(view) - 1} tokens with a thought "
+                "before them" + (" — chosen as the highest-entropy positions of the micro-batch "
+                                 "(thought_positions=forking); `entropy` in the tooltip is why" if forking else "")
+                + ". Hover for numbers.")
+    st.markdown(token_html(windowed(view, "th"), "help", mark_col="thought",
+                           tooltip_cols=("gain", "entropy", "nll")),
                 unsafe_allow_html=True)
 
 c1, c2 = st.columns(2)

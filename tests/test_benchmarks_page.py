@@ -105,6 +105,11 @@ def test_launcher_shows_the_spec_and_rejects_bad_input_before_any_job(tmp_path, 
     at.number_input(key="xp_seeds").set_value(3).run()
     codes = [c.value for c in at.code]
     assert "python -m lab experiment run experiment.yaml" in codes and yaml_of(codes)["seeds"] == [0, 1, 2]
+    # issue 12's ready-made arms are offered, with their settings
+    at.multiselect(key="xp_arms").set_value(["ntp", "quiet-star-forking", "quiet-star-random"]).run()
+    arms = yaml_of([c.value for c in at.code])["arms"]
+    assert arms[1]["title"] == "Quiet-STaR (forking tokens)" and arms[1]["params"]["thought_positions"] == "forking"
+    assert arms[2]["params"] == {"thought_content": "random"}
     at.multiselect(key="xp_benchmarks").set_value(["csqa"])
     at.text_input(key="xp_data_csqa").set_value("")
     at.button(key="xp_launch").click().run()

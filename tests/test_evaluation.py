@@ -3,7 +3,6 @@ references, and end-to-end evals on the tiny random model into a DuckDB store.""
 import argparse
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -271,13 +270,6 @@ def test_cli(evals, capsys):
 
 
 # ---- thought modes ---------------------------------------------------------------------------
-def test_thought_mode_not_available(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "lab.objectives.quiet_star", types.ModuleType("lab.objectives.quiet_star"))
-    with pytest.raises(LabError, match="not available"):
-        run_eval(EvalSpec(model="tiny-random", benchmark="math-test", limit=2, thought_mode="thoughts"),
-                 Store(tmp_path))
-
-
 def test_thought_mode_uses_think(tmp_path, monkeypatch, tiny):
     """With a stand-in `think` that returns plain logits, the thought path (full sequences,
     no cache) reproduces the normal path, and only Quiet-STaR runs are accepted."""
@@ -288,9 +280,8 @@ def test_thought_mode_uses_think(tmp_path, monkeypatch, tiny):
         calls.append(corrupt)
         return loaded.model(input_ids=ids, attention_mask=mask).logits
 
-    fake = types.ModuleType("lab.objectives.quiet_star")
-    fake.think = think
-    monkeypatch.setitem(sys.modules, "lab.objectives.quiet_star", fake)
+    from lab.objectives.quiet_star import inference
+    monkeypatch.setattr(inference, "think", think)
     monkeypatch.setattr(lab.models, "load_model", lambda spec, data_dir=None, **kw: tiny)
     store = Store(tmp_path)
     store.create_run(config={"objective": "quiet-star", "model": "tiny-random"}, run_id="qs1")
@@ -314,10 +305,7 @@ def test_thought_mode_uses_think(tmp_path, monkeypatch, tiny):
 
 def test_thought_modes_on_a_real_quiet_star_checkpoint(tmp_path):
     """One training step of Quiet-STaR on tiny-random, then the thought modes through the
-    real `think` (skipped while the objective has none)."""
-    qs = pytest.importorskip("lab.objectives.quiet_star")
-    if not hasattr(qs, "think"):
-        pytest.skip("lab.objectives.quiet_star.think is not there yet")
+    real `think`."""
     from lab.config import RunConfig
     from lab.train import train
     store = Store(tmp_path).init()

@@ -26,6 +26,7 @@ from lab.objectives.quiet_star import (
     think_text,
     thought_rewards,
 )
+from lab.objectives.quiet_star.passes import base_pass, pack_positions, thought_passes
 from lab.store import TABLE_COLUMNS
 
 torch.set_num_threads(1)
@@ -134,17 +135,17 @@ def test_init_matches_ntp(models, rho):
 def test_talk_steps_predict_the_right_tokens(models, monkeypatch):
     """With w = 1 the mixed prediction is the post-thought one: talk step j at position t must be
     the plain forward over [x_<=t, <start>, thought, <end>, x_t+1..t+j] predicting x_{t+j+1}."""
-    import lab.objectives.quiet_star as qsmod
+    import lab.objectives.quiet_star.objective as qsmod
     lm = models("tiny-random")
     qs = objective(lm)
     with torch.no_grad():
         qs.qs_head.mlp[-1].bias.fill_(1.0)
-    seen, original = {}, qsmod.run_thoughts
+    seen, original = {}, qsmod.thought_passes
 
     def spy(*args, **kwargs):
         seen["th"] = original(*args, **kwargs)
         return seen["th"]
-    monkeypatch.setattr(qsmod, "run_thoughts", spy)
+    monkeypatch.setattr(qsmod, "thought_passes", spy)
     b = batch(5)
     out = qs.step(b, record=1)
     x, emb, head = b["input_ids"][0], lm.model.get_input_embeddings(), qs.qs_head
@@ -375,3 +376,133 @@ def test_sigmoid_mixing_starts_near_base(models):
     mixed, w = head(h, torch.randn(4, 64))
     assert torch.allclose(w, torch.full_like(w, 0.01), atol=1e-6)
     assert dataclasses.asdict(QuietSTaRParams())["mixing"] == "unbounded"
+
+
+# ---- 6. issue 12's arms: thoughts at forking positions only; random thoughts, trained ---------
+
+def test_forking_thought_passes_equal_sequential_forward(models):
+    """Thought slots at chosen positions only (rows choosing different numbers of them, one
+    padding slot): each real slot's passes equal a plain forward over
+    [x_<=t, <start>, thought, <end>, x_t+1..] — the parallel-thought property, forking mode."""
+    lm = models("tiny-random-qwen2")
+    model = lm.model
+    head = new_head(model, lm.tokenizer)
+    with torch.no_grad():
+        head.end.add_(torch.randn_like(head.end) * 0.01)
+    b = batch(7, B=2, L=10)
+    chosen = torch.zeros(2, 7, dtype=torch.bool)
+    chosen[0, [1, 4, 6]] = True
+    chosen[1, [2, 5]] = True
+    positions, real = pack_positions(chosen)
+    assert positions.tolist() == [[1, 4, 6], [2, 5, 0]] and real.tolist() == [[True] * 3, [True, True, False]]
+    n_ahead, n_talk, P = 5, 3, 2
+    with torch.no_grad():
+        base = base_pass(model, b["input_ids"], b["attention_mask"])
+        th = thought_passes(model, head, base, b["input_ids"], b["attention_mask"], positions,
+                            n_ahead=n_ahead, n_talk=n_talk, n_passes=P, n_vocab=len(lm.tokenizer),
+                            generator=torch.Generator().manual_seed(0), keep_all=True)
+        assert th.thought_ids.shape == (2, P, 3, n_ahead - 3)
+        assert all(h.shape[1] == 3 for h in th.pass_hidden)     # passes run over 3 slots, not 7
+        emb = model.get_input_embeddings()
+        for s in range(2):
+            for i in range(P):
+                for m in range(int(real[s].sum())):
+                    t, x = int(positions[s, m]), b["input_ids"][s]
+                    seq = torch.cat([emb(x[:t + 1]), head.meta("start")[None],
+                                     emb(th.thought_ids[s, i, m]), head.meta("end")[None],
+                                     emb(x[t + 1:t + n_talk])])
+                    ref_h, _ = plain_hidden(model, seq[None])
+                    got = torch.stack([th.base_hidden[s, t]] + [h[s * P + i, m] for h in th.pass_hidden])
+                    torch.testing.assert_close(got, ref_h[t:], atol=1e-4, rtol=1e-4)
+
+
+def spy_passes(monkeypatch) -> dict:
+    import lab.objectives.quiet_star.objective as qsmod
+    seen, original = {}, qsmod.thought_passes
+
+    def spy(*args, **kwargs):
+        seen["th"] = original(*args, **kwargs)
+        return seen["th"]
+    monkeypatch.setattr(qsmod, "thought_passes", spy)
+    return seen
+
+
+def test_forking_positions_are_the_top_entropy_ones(models, monkeypatch):
+    """thought_positions=forking: the positions that think are the top thought_share of the
+    micro-batch by the base entropy of the next token (ranked here by hand from a plain
+    forward), no thought exists anywhere else, and the passes shrink with the share."""
+    lm = models("tiny-random")
+    seen = spy_passes(monkeypatch)
+    b = batch(8, B=2, L=16)
+    n_talk, n_pos = SMALL["n_ahead_talk"], 16 - SMALL["n_ahead_talk"]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=b["input_ids"]).logits.float(), -1)
+    ent = -(logp.exp() * logp).sum(-1)[:, :n_pos]                  # entropy of x_{t+1}, t < n_pos
+    ranked = sorted(((ent[s, t].item(), s, t) for s in range(2) for t in range(n_pos)), reverse=True)
+    k = round(0.25 * 2 * n_pos)                                    # 6 of 26
+    expected = {(s, t) for _, s, t in ranked[:k]}
+
+    qs = objective(lm, L=16, thought_positions="forking", thought_share=0.25)
+    out = qs.step(b, record=2)
+    th = seen["th"]
+    got = {(s, int(th.positions[s, m])) for s in range(2) for m in range(th.positions.shape[1])
+           if m < sum(1 for e in expected if e[0] == s)}
+    assert got == expected
+    assert th.positions.shape[1] == max(sum(1 for e in expected if e[0] == s) for s in range(2))
+    # records: thoughts (and token extras) only at the chosen positions, with their entropy
+    assert {(r["sample"], r["position"] - 1) for r in out.thought_records} == expected
+    assert len(out.thought_records) == k * SMALL["n_passes"]
+    for r in out.thought_records:
+        assert r["extra"]["entropy"] == pytest.approx(ent[r["sample"], r["position"] - 1].item(), rel=1e-4)
+        assert r["extra"]["selection"] == "forking"
+    thought_rows = {(r["sample"], r["position"] - 1) for r in out.token_records if r.get("extra")}
+    assert thought_rows == expected
+    assert out.metrics["thought/share"] == pytest.approx(k / (2 * n_pos))
+    # the same batch with every position thinking: 13 slots per row, more FLOPs
+    every = objective(lm, L=16).step(b, record=0)
+    assert seen["th"].positions.shape[1] == n_pos and every.metrics["thought/share"] == 1.0
+    assert out.flops < 0.6 * every.flops
+    assert out.metrics["loss/base_nll"] == pytest.approx(every.metrics["loss/base_nll"], rel=1e-6)
+
+
+def test_random_thoughts_have_no_policy_term(models, monkeypatch):
+    """thought_content=random: uniform random thought tokens drawn fresh each step, no log π
+    (so no policy gradient even with a huge policy_weight), the loss is 0.5·base + 0.5·mixed,
+    and the saved head makes inference think random thoughts too."""
+    lm = models("tiny-random")
+    seen = spy_passes(monkeypatch)
+    qs = objective(lm, thought_content="random", policy_weight=1e6)
+    with torch.no_grad():
+        qs.qs_head.mlp[-1].bias.fill_(0.5)            # thoughts count: rewards are non-zero
+    b = batch(9)
+    out = qs.step(b, record=0)
+    first = seen["th"]
+    assert first.policy_logp is None
+    assert out.metrics["loss/policy"] == 0 and out.metrics["reward/mean"] > 0
+    torch.testing.assert_close(out.loss.detach(), torch.tensor(
+        0.5 * out.metrics["loss/base_nll"] + 0.5 * out.metrics["loss/mixed_nll"]))
+    out.loss.backward()
+    assert qs.qs_head.mlp[-1].bias.grad.abs().item() > 0       # the head still learns
+    qs.step(b, record=0)
+    assert not torch.equal(first.thought_ids, seen["th"].thought_ids)   # fresh every step
+    lm.model.zero_grad(set_to_none=True)
+    # inference: with near-greedy sampling real thoughts repeat across calls; random ones do not
+    head = qs.qs_head
+    assert bool(head.random_thoughts)
+    x = b["input_ids"][:1]
+    kw = dict(head=head, temperature=1e-6)
+    a = think(lm, x, torch.ones_like(x), generator=torch.Generator().manual_seed(1), **kw)
+    c = think(lm, x, torch.ones_like(x), generator=torch.Generator().manual_seed(2), **kw)
+    assert not torch.allclose(a, c)
+    head.random_thoughts.fill_(False)
+    a = think(lm, x, torch.ones_like(x), generator=torch.Generator().manual_seed(1), **kw)
+    c = think(lm, x, torch.ones_like(x), generator=torch.Generator().manual_seed(2), **kw)
+    torch.testing.assert_close(a, c)
+
+
+def test_arm_params_are_checked():
+    cfg = RunConfig(seq_len=16)
+    bad = QuietSTaRParams(n_ahead=4, n_ahead_talk=2, thought_positions="some", thought_share=0,
+                          thought_content="noise").problems(cfg)
+    assert len(bad) == 3 and all(any(k in p for p in bad) for k in
+                                 ("thought_positions", "thought_share", "thought_content"))

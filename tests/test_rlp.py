@@ -163,3 +163,37 @@ def test_first_update_is_exactly_on_policy(make):
     assert out.metrics["rl/ratio_mean"] == pytest.approx(1.0)
     # The training forward reproduces the sampler's log-probs: the rollout policy is θ.
     assert out.metrics["rl/sampler_logp_diff"] < 1e-4
+
+
+def test_forking_positions_are_the_policys_top_entropy_targets(make, loaded):
+    """position_sampling=forking: positions come from the top position_share of each window by
+    the current policy's entropy of x_t (hand-ranked here from a plain forward); with a share
+    that leaves exactly positions_per_doc candidates the choice is fully determined."""
+    obj = make(position_sampling="forking", position_share=0.05, positions_per_doc=2, min_context=8)
+    b = _batch(3)
+    ids = b["input_ids"]
+    with torch.no_grad():
+        logp = F.log_softmax(obj.raw_model(input_ids=ids).logits.float(), -1)
+    ent = -(logp.exp() * logp).sum(-1)                   # ent[:, t-1] = entropy of x_t
+    n = SEQ - 8                                          # targets t = 8..31
+    assert max(2, round(0.05 * n)) == 2
+    expected = [(r, t) for r in range(2)
+                for t in sorted((torch.topk(ent[r, 7:SEQ - 1], 2).indices + 8).tolist())]
+    positions, window_ent = obj._positions(ids)
+    assert positions == expected
+    torch.testing.assert_close(window_ent, ent[:, :-1], atol=1e-4, rtol=1e-4)
+    # a larger share: positions drawn from the top 25 % (6 of 24), never outside it
+    wide = make(position_sampling="forking", position_share=0.25, positions_per_doc=2)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        for r, t in wide._positions(ids)[0]:
+            assert t in (torch.topk(ent[r, 7:SEQ - 1], 6).indices + 8).tolist()
+    out = obj.step(b, record=1)
+    assert {(r["sample"], r["position"]) for r in out.thought_records} == {e for e in expected if e[0] == 0}
+    assert out.metrics["rlp/position_entropy"] > out.metrics["rlp/window_entropy"]
+    uniform = make()
+    torch.manual_seed(0)
+    assert out.flops > 0 and "rlp/position_entropy" not in uniform.step(b, record=0).metrics
+    with pytest.raises(LabError, match="position_sampling"):
+        RunConfig(objective="rlp", model="tiny-random", seq_len=SEQ,
+                  params={"position_sampling": "entropy"}).validate()

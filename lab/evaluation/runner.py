@@ -3,7 +3,6 @@ evals, paired), and the `python -m lab eval` command line."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -62,17 +61,9 @@ def pick_device(device: str):
 
 
 def thinker(spec: EvalSpec, model_spec: str, store) -> Callable:
-    """Quiet-STaR's inference function for thought modes, after checking it exists and the
-    model is a Quiet-STaR checkpoint. Raises LabError otherwise."""
-    try:
-        mod = importlib.import_module("lab.objectives.quiet_star")
-        think = getattr(mod, "think", None)
-        why = "lab.objectives.quiet_star has no `think` function"
-    except ImportError as e:
-        think, why = None, f"lab.objectives.quiet_star cannot be imported ({e})"
-    if think is None:
-        raise LabError(f"thought_mode {spec.thought_mode!r} is not available in this build: "
-                       f"Quiet-STaR inference is missing ({why}). Use thought_mode 'none'.")
+    """Quiet-STaR's inference function for thought modes, after checking the model is a
+    Quiet-STaR checkpoint. Raises LabError otherwise."""
+    from lab.objectives.quiet_star import inference   # torch and transformers: loaded on use
     run_id = run_id_of(model_spec)
     if run_id is None:
         raise LabError(f"thought_mode {spec.thought_mode!r} needs a Quiet-STaR checkpoint "
@@ -82,7 +73,7 @@ def thinker(spec: EvalSpec, model_spec: str, store) -> Callable:
     if objective != "quiet-star":
         raise LabError(f"thought_mode {spec.thought_mode!r} needs a Quiet-STaR checkpoint; run "
                        f"{run_id!r} was trained with objective {objective or 'unknown'!r}.")
-    return think
+    return inference.think
 
 
 # ---- the benchmarks ---------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from lab.experiments.plan import (STEP_HEADROOM, ExperimentPlan, describe_spec, 
 from lab.experiments.progress import experiment_progress
 from lab.experiments.results import (compute_table, experiment_results, experiment_runs,
                                      experiments, results_for_evals, titles)
-from lab.experiments.spec import (BUDGET_MODES, DEFAULT_SEEDS, Arm, Branch, Controls, Evaluation,
-                                  ExperimentSpec, Pretrain, load_preset, load_spec, presets)
+from lab.experiments.spec import (ARM_CHOICES, BUDGET_MODES, DEFAULT_SEEDS, Arm, Branch, Controls,
+                                  Evaluation, ExperimentSpec, Pretrain, load_preset, load_spec,
+                                  presets)
 from lab.store import new_run_id
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -38,7 +39,7 @@ DEFAULT_DATA = {"gsm8k": SHARED_DATA / "gsm8k_test.jsonl",
 DEFAULT_OBJECTIVES = ("ntp", "quiet-star", "rlp", "rpt")
 THOUGHT_CONTROLS = ("thoughts", "corrupted")
 
-__all__ = ["Arm", "BUDGET_MODES", "Branch", "Controls", "DEFAULT_DATA", "Evaluation",
+__all__ = ["ARM_CHOICES", "Arm", "BUDGET_MODES", "Branch", "Controls", "DEFAULT_DATA", "Evaluation",
            "ExperimentPlan", "ExperimentSpec", "Pretrain", "STEP_HEADROOM", "cancel",
            "compare_pairs", "compute_table", "describe_spec", "driver_alive", "experiment_progress",
            "experiment_results", "experiment_runs", "experiments", "flipped_items", "launch",

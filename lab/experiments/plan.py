@@ -18,7 +18,8 @@ so the branch runs' model check happens when they start.
 
 Evaluations: one job per evaluated checkpoint and thought mode, covering every benchmark
 (one process and one model load for all of them): each arm's final checkpoint per seed, the
-reference at the others' step counts, Quiet-STaR arms with real and corrupted thoughts, the
+reference at the others' step counts, Quiet-STaR arms with real and corrupted thoughts (an arm
+trained on random thoughts: with random thoughts only, as trained), the
 base model, and (with GSM8K data) the base with and without chain of thought.
 """
 from __future__ import annotations
@@ -154,7 +155,8 @@ def make_plan(spec: ExperimentSpec, exp_id: str, data_dir: str | Path = "data") 
                             keep_steps_of=keep))
         for arm in spec.arms:
             for mode in ["none", *spec.thought_modes_of(arm)]:
-                suffix = "" if mode == "none" else f" ({mode} thoughts)"
+                suffix = ("" if mode == "none" else " with random thoughts"
+                          if arm.random_thoughts else f" ({mode} thoughts)")
                 jobs.append(_eval(spec, f"eval/{arm.id}/s{seed}/{mode}", arm.id, seed,
                                   f"{label} · {arm.display}{suffix} · seed {seed}",
                                   f"train/{arm.id}/s{seed}", list(spec.evaluation.benchmarks), mode, extra,

@@ -54,6 +54,33 @@ class Arm:
     def display(self) -> str:
         return self.title or TITLES.get(self.objective, self.id)
 
+    # The research note's arms (issue 12) are objective settings; these name them.
+    @property
+    def at_forking(self) -> bool:
+        """Thinks only at forking tokens: Quiet-STaR thought_positions=forking, or RLP
+        position_sampling=forking."""
+        key = {"quiet-star": "thought_positions", "rlp": "position_sampling"}.get(self.objective)
+        return key is not None and self.params.get(key) == "forking"
+
+    @property
+    def random_thoughts(self) -> bool:
+        """Quiet-STaR trained (and evaluated) with random thoughts: the scaffolding control."""
+        return self.objective == "quiet-star" and self.params.get("thought_content") == "random"
+
+
+# Ready-made arms for the research note's claims (issue 12), offered by the experiment form
+# and usable in any spec: thoughts at every token vs only at forking tokens, random thoughts
+# trained as scaffolding, and RLP at high-entropy positions.
+ARM_CHOICES = [
+    Arm("quiet-star-every", "quiet-star", "Quiet-STaR (every token)", {"thought_positions": "all"}),
+    Arm("quiet-star-forking", "quiet-star", "Quiet-STaR (forking tokens)",
+        {"thought_positions": "forking", "thought_share": 0.2}),
+    Arm("quiet-star-random", "quiet-star", "Quiet-STaR (random thoughts, trained)",
+        {"thought_content": "random"}),
+    Arm("rlp-forking", "rlp", "RLP (forking positions)",
+        {"position_sampling": "forking", "position_share": 0.2}),
+]
+
 
 @dataclass
 class Pretrain:
@@ -141,9 +168,13 @@ class ExperimentSpec:
         return next((a.id for a in self.arms if a.objective == "ntp"), self.arms[0].id if self.arms else "")
 
     def thought_modes_of(self, arm: Arm) -> list[str]:
+        """Evaluation thought modes besides "none". A random-thought arm is evaluated with
+        random thoughts only (mode "corrupted"), as it was trained."""
         if arm.thought_modes is not None:
             return list(arm.thought_modes)
-        return ["thoughts", "corrupted"] if arm.objective == "quiet-star" and self.controls.thought_modes else []
+        if arm.objective != "quiet-star" or not self.controls.thought_modes:
+            return []
+        return ["corrupted"] if arm.random_thoughts else ["thoughts", "corrupted"]
 
     def limit_of(self, benchmark: str) -> int:
         return int(self.evaluation.limits.get(benchmark, self.evaluation.limit))
@@ -199,6 +230,9 @@ class ExperimentSpec:
                 elif arm.objective != "quiet-star":
                     out.append(f"{where}.thought_modes: thought modes need a Quiet-STaR arm "
                                f"(this arm trains {arm.objective})")
+                elif m == "thoughts" and arm.random_thoughts:
+                    out.append(f"{where}.thought_modes: a random-thought arm has no thoughts of its "
+                               "own; it is evaluated with random thoughts (corrupted)")
         if self.reference and self.reference not in ids:
             out.append(f"reference {self.reference!r} is not an arm id ({', '.join(ids) or 'none'})")
         if not self.seeds:

@@ -2,8 +2,9 @@
 computed from the seed-pooled comparisons.
 
 Each claim is a function `claim(ctx) -> list[str]` in CLAIMS, run in order; one that has
-nothing to say returns []. A new question (e.g. issue 12's "does thinking only at forking
-tokens keep the gain at a fraction of the cost?") is one more function appended to CLAIMS.
+nothing to say returns []. Issue 12's questions (does thinking only at forking tokens keep the
+gain at a fraction of the cost? do random thoughts do as well? does the gain hold on the
+shifted splits?) are `forking_tokens`, `random_thoughts` and `shifted_splits`.
 Wording rules: a difference is named only when its 95 % CI excludes 0 ("no clear difference"
 otherwise), and it says whether the effect is larger than the seed-to-seed spread.
 """
@@ -170,8 +171,109 @@ def thought_content(ctx: SummaryContext) -> list[str]:
     return out
 
 
+# ---- the research note's claims (issue 12) ------------------------------------------------------
+def _better(row: dict | None) -> bool:
+    return row is not None and str(row["verdict"]).startswith("better")
+
+
+def _counterpart(spec: ExperimentSpec, arm) -> str | None:
+    """The arm a forking-only or random-thought arm is compared with: the first arm of the same
+    objective that thinks at every position with its own thoughts."""
+    return next((a.id for a in spec.arms if a.objective == arm.objective and a.id != arm.id
+                 and not a.at_forking and not a.random_thoughts), None)
+
+
+def _by_benchmark(ctx: SummaryContext, arm: str, modes: tuple[str, ...]) -> tuple[dict[str, dict], str]:
+    """An arm's primary rows vs the reference at the experiment's budget, by benchmark, in the
+    first thought mode of `modes` that has any; and that mode."""
+    for mode in modes:
+        rows = _rows(ctx.vs_reference, primary=True, thought_mode=mode, arm=arm, matched=ctx.budget_match)
+        if rows:
+            return {r["benchmark"]: r for r in rows}, mode
+    return {}, modes[-1]
+
+
+def _step_cost(row: dict) -> float:
+    """Training FLOPs per optimizer step, as a multiple of the reference's."""
+    if not (row["steps"] and row["steps_ref"] and row["flops_ref"]):
+        return math.nan
+    return (row["flops"] / row["steps"]) / (row["flops_ref"] / row["steps_ref"])
+
+
+def _pairs(ctx: SummaryContext, mine: dict, theirs: dict, name: str, other: str) -> str:
+    return "; ".join(f"{b} {fmt_delta(r, False)} ({r['verdict']})"
+                     + (f" vs {fmt_delta(theirs[b], False)} ({theirs[b]['verdict']}) for {other}"
+                        if b in theirs else "") for b, r in mine.items())
+
+
+def forking_tokens(ctx: SummaryContext) -> list[str]:
+    """Does thinking only at forking tokens keep the gain at a fraction of the cost?"""
+    out = []
+    for arm in [a for a in (ctx.spec.arms if ctx.spec else []) if a.at_forking]:
+        other = _counterpart(ctx.spec, arm)
+        mine, mode = _by_benchmark(ctx, arm.id, ("thoughts", "none"))
+        theirs = _by_benchmark(ctx, other, (mode,))[0] if other else {}
+        if not mine:
+            continue
+        text = (f"Forking tokens only: {ctx.title(arm.id)} vs {ctx.title(ctx.reference)}"
+                f"{' (with thoughts)' if mode == 'thoughts' else ''}: "
+                + _pairs(ctx, mine, theirs, arm.id, ctx.title(other) if other else "") + ".")
+        first = next(iter(mine.values()))
+        cost = _step_cost(first)
+        if other and first["benchmark"] in theirs:
+            full = theirs[first["benchmark"]]
+            text += (f" Per step it costs {cost:.1f}× {ctx.title(ctx.reference)} against "
+                     f"{_step_cost(full):.1f}× at every position ({first['steps']:.0f} vs "
+                     f"{full['steps']:.0f} steps in the same budget).")
+        gains = [b for b, r in theirs.items() if _better(r)]
+        kept = [b for b in gains if _better(mine.get(b))]
+        if not other:
+            text += " (No every-position arm of the same objective to compare with.)"
+        elif not theirs:
+            text += f" ({ctx.title(other)} has no results to compare with yet.)"
+        elif not gains:
+            text += f" {ctx.title(other)} shows no clear gain, so there is no gain to keep."
+        elif kept == gains:
+            text += f" Yes: it keeps the gain on {', '.join(kept)} at a fraction of the cost."
+        else:
+            text += (f" Not fully: the gain on {', '.join(b for b in gains if b not in kept)} is not "
+                     "clear with forking tokens only" + (f" (kept on {', '.join(kept)})" if kept else "") + ".")
+        out.append(text)
+    return out
+
+
+def random_thoughts(ctx: SummaryContext) -> list[str]:
+    """Do random thoughts, trained as scaffolding, do as well as the model's own thoughts?"""
+    out = []
+    for arm in [a for a in (ctx.spec.arms if ctx.spec else []) if a.random_thoughts]:
+        other = _counterpart(ctx.spec, arm)
+        mine, mode = _by_benchmark(ctx, arm.id, ("corrupted", "none"))
+        theirs = _by_benchmark(ctx, other, ("thoughts" if mode == "corrupted" else "none",))[0] if other else {}
+        if not mine:
+            continue
+        text = (f"Random thoughts, trained: {ctx.title(arm.id)} vs {ctx.title(ctx.reference)}"
+                f"{' (each with its own kind of thoughts)' if mode == 'corrupted' else ''}: "
+                + _pairs(ctx, mine, theirs, arm.id, ctx.title(other) if other else "") + ".")
+        gains = [b for b, r in theirs.items() if _better(r)]
+        if not other:
+            text += " (No Quiet-STaR arm with its own thoughts to compare with.)"
+        elif not theirs:
+            text += f" ({ctx.title(other)} has no results to compare with yet.)"
+        elif not gains and not any(_better(r) for r in mine.values()):
+            text += " Neither shows a clear gain, so content and scaffolding cannot be told apart here."
+        elif gains and all(_better(mine.get(b)) for b in gains):
+            text += " Random thoughts do as well: the gain looks like scaffolding, not content."
+        elif gains:
+            text += " Random thoughts do not do as well: the thoughts' content matters."
+        else:
+            text += " Random thoughts gain where the real ones do not."
+        out.append(text)
+    return out
+
+
 CLAIMS: list[Callable[[SummaryContext], list[str]]] = [
-    headline, arm_vs_reference, sensitive_metrics, matched_steps, shifted_splits, thought_content]
+    headline, arm_vs_reference, sensitive_metrics, matched_steps, forking_tokens, random_thoughts,
+    shifted_splits, thought_content]
 
 
 def summary(ctx: SummaryContext) -> list[str]:

@@ -9,6 +9,11 @@ with φ an EMA teacher of θ (set lazily from θ, updated after every optimizer 
 Advantages are RLOO, the loss is the clipped surrogate over the thought tokens only; x_t
 itself is never trained (no next-token loss).
 
+Positions: uniformly random by default. With position_sampling=forking (issue 12, "reasoning
+belongs at the forking tokens") they are drawn uniformly from the top `position_share` of the
+window's positions by the entropy of x_t under the current policy θ (one no-grad forward over
+the window, counted in the step's FLOPs), so RLP thinks where the model is unsure.
+
 Prompt layout (ids, identical for both scorings):
     head(system prompt) · x_<t · "<think>" · c · "</think>" · x_t     thought-conditioned
     head(system prompt) · x_<t · "<think>"     "</think>" · x_t       no thought
@@ -23,11 +28,13 @@ from dataclasses import dataclass
 import torch
 
 from lab import rl
-from lab.entropy import entropy_stats, forking_mask
+from lab.entropy import entropy_stats, forking_mask, token_entropy
 from lab.flops import forward_flops, train_flops
 from lab.objectives.base import Objective, StepOutput
+from lab.records import DISPLAY_SHARE
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+POSITION_SAMPLINGS = ("uniform", "forking")
 SYSTEM_PROMPT = ("You continue documents. Before the next part of the text, think briefly "
                  "between <think> and </think>, then continue the text in the same style.")
 
@@ -45,6 +52,10 @@ class RLPParams:
     min_context: int = 8                # tokens of prefix before the earliest sampled position
     gain_vs_init: bool = True           # keep a frozen copy of the initial model for logging
     system_prompt: str = SYSTEM_PROMPT
+    # How the positions are picked: uniform over the window, or forking = uniform over the top
+    # position_share of the window's positions by the current policy's entropy of x_t.
+    position_sampling: str = "uniform"
+    position_share: float = 0.2         # forking: share of the window's positions drawn from
 
     def problems(self, cfg) -> list[str]:
         out = []
@@ -70,6 +81,11 @@ class RLPParams:
                        f"a window offers after min_context ({cfg.seq_len - self.min_context})")
         if not self.system_prompt.strip():
             out.append("rlp system_prompt is empty")
+        if self.position_sampling not in POSITION_SAMPLINGS:
+            out.append(f"rlp position_sampling must be one of {', '.join(POSITION_SAMPLINGS)} "
+                       f"(got {self.position_sampling!r})")
+        if not 0 < self.position_share <= 1:
+            out.append(f"rlp position_share must be in (0, 1] (got {self.position_share})")
         return out
 
 
@@ -105,20 +121,33 @@ class RLP(Objective):
             rl.load_module_tensors(self.ema, tensors, "ema.")
 
     # ---- one step --------------------------------------------------------------------
-    def _positions(self, ids: torch.Tensor) -> list[tuple[int, int]]:
-        """(row, t) pairs: positions_per_doc distinct random targets x_t per window, each with
-        at least min_context tokens of prefix."""
-        T = ids.shape[1]
-        lo = min(self.params.min_context, T - 1)
-        return [(b, t) for b in range(ids.shape[0])
-                for t in rl.sample_positions(lo, T, self.params.positions_per_doc)]
+    def _positions(self, ids: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor | None]:
+        """(row, t) pairs: positions_per_doc distinct targets x_t per window, each with at least
+        min_context tokens of prefix: uniformly random, or (position_sampling=forking) drawn from
+        the top position_share of those by the current policy's entropy of x_t. Also that
+        entropy [B, T-1] (index t-1 for x_t) when it was computed."""
+        p, (B, T) = self.params, ids.shape
+        lo = min(p.min_context, T - 1)
+        if p.position_sampling == "uniform":
+            return [(b, t) for b in range(B) for t in rl.sample_positions(lo, T, p.positions_per_doc)], None
+        with torch.no_grad(), rl.eval_mode(self.raw_model):
+            logits = self.raw_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        ent = token_entropy(logits[:, :-1])                                   # [B, T-1]
+        n = T - lo
+        k = min(n, max(p.positions_per_doc, round(p.position_share * n)))
+        out = []
+        for b in range(B):
+            top = torch.topk(ent[b, lo - 1:], k).indices + lo                  # targets t
+            pick = rl.sample_positions(0, k, p.positions_per_doc)
+            out += [(b, t) for t in sorted(top[pick].tolist())]
+        return out, ent
 
     def step(self, batch: dict[str, torch.Tensor], *, record: int) -> StepOutput:
         p, tok, G = self.params, self.tokenizer, self.params.group_size
         ids = batch["input_ids"]
         if self.ema is None:
             self.ema = rl.frozen_copy(self.raw_model, self.device)
-        positions = self._positions(ids)
+        positions, window_ent = self._positions(ids)
         contexts = [self.head + ids[b, :t].tolist() for b, t in positions]
         targets = [int(ids[b, t]) for b, t in positions]
 
@@ -176,6 +205,9 @@ class RLP(Objective):
         }
         if logp_init is not None:
             metrics["rlp/gain_vs_init"] = (logp_thought - rep(logp_init)).mean().item()
+        if window_ent is not None:   # how unsure the policy was where it thought, vs the window
+            metrics["rlp/position_entropy"] = sum(window_ent[b, t - 1].item() for b, t in positions) / len(positions)
+            metrics["rlp/window_entropy"] = window_ent.mean().item()
 
         # FLOPs: rollouts (prefill + thought + teacher-forced tail), the no-thought scorings
         # (θ, φ and θ_0), the gradient forward with its backward, and the optional KL forward.
@@ -186,7 +218,8 @@ class RLP(Objective):
                  + (2 + (logp_init is not None))
                  * forward_flops(self.desc, nt_tokens, nt_tokens // len(no_thought))
                  + train_flops(self.desc, grad_tokens, grad_ctx)
-                 + (forward_flops(self.desc, grad_tokens, grad_ctx) if ref is not None else 0.0))
+                 + (forward_flops(self.desc, grad_tokens, grad_ctx) if ref is not None else 0.0)
+                 + (forward_flops(self.desc, ids.numel(), ids.shape[1]) if window_ent is not None else 0.0))
         out = StepOutput(loss=loss, metrics=metrics, tokens=int(batch["attention_mask"].sum()),
                          flops=flops)
         if record > 0:
@@ -204,7 +237,8 @@ class RLP(Objective):
                 continue
             context = tok.decode(ids[b, :t].tolist(), skip_special_tokens=False)[-200:]
             target = tok.decode([targets[k]], skip_special_tokens=False)
-            extras[b][t] = {"rlp_position": True, "mean_reward": reward[k * G:(k + 1) * G].mean().item()}
+            extras[b][t] = {"rlp_position": True, "mean_reward": reward[k * G:(k + 1) * G].mean().item(),
+                            "selection": self.params.position_sampling}
             for j in range(G):
                 i = k * G + j
                 extra = {"context": context, "logp_gain": reward[i].item(),
@@ -217,4 +251,4 @@ class RLP(Objective):
                     "advantage": adv[i].item(), "base_nll": -logp_self[k].item(),
                     "mixed_nll": -logp_thought[i].item(), "target": target, "extra": extra})
         out.token_records = rl.window_token_records(self.raw_model, tok, ids[:len(extras)],
-                                                    rho=0.2, extras=extras)
+                                                    rho=DISPLAY_SHARE, extras=extras)
