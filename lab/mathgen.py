@@ -29,6 +29,7 @@ THINGS = [("apple", "apples"), ("marble", "marbles"), ("book", "books"), ("stamp
 SPLITS = ("train", "test", "longer", "format")
 _SEED_OFFSET = {"train": 0, "test": 10_000_000, "longer": 20_000_000, "format": 30_000_000}
 LEVELS = ("standard", "easy")
+EASY_SALT = 7_777_777_777        # the easy level draws from other generator seeds
 HOLDOUT_BUCKETS = 5             # easy level: 1 in 5 arithmetic chains is held out of `train`
 
 
@@ -96,14 +97,25 @@ def held_out(equations: list[str]) -> bool:
     return digest[0] % HOLDOUT_BUCKETS == 0
 
 
+def _rng_seed(index: int, split: str, seed: int, level: str) -> int | str:
+    """The generator seed of one problem. Integers as always for the standard level, except
+    where a training seed would run into the evaluation splits' range (seed >= 10: seed 10's
+    training problems would otherwise be math-test's items): those get a string seed."""
+    value = seed * 1_000_003 + _SEED_OFFSET[split] + index
+    if level != "standard":           # the splits are kept apart by content (held_out)
+        return value + EASY_SALT
+    if split == "train" and value >= _SEED_OFFSET["test"]:
+        return f"train:{seed}:{index}"
+    return value
+
+
 def make_problem(index: int, split: str = "train", seed: int = 0, level: str = "standard") -> Problem:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; use one of {LEVELS}")
     lv = _LEVELS[level]
-    salt = 0 if level == "standard" else 7_777_777_777
-    rng = random.Random(seed * 1_000_003 + _SEED_OFFSET[split] + index + salt)
+    rng = random.Random(_rng_seed(index, split, seed, level))
     while True:
         name = rng.choice(NAMES)
         _, plural = rng.choice(THINGS)

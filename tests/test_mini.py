@@ -126,3 +126,13 @@ def test_answer_preset_uses_the_mini_model_and_plans(cache, data_dir):
     plan = make_plan(spec.validate(data_dir), "x", data_dir)
     assert plan.budget_flops > 0
     assert plan.jobs[0].key == "pretrain"
+
+
+def test_training_seeds_never_reach_the_standard_test_items():
+    """Seed 10's training problems used to be math-test's items (integer seeds ran into the
+    test split's range); only chance repeats of the same text may remain."""
+    test = {p.text for p in mathgen.problems(1000, "test", 0)}
+    for seed in (0, 9, 10, 25):
+        train = mathgen.problems(1000, "train", seed)
+        assert sum(p.text in test for p in train) <= 3, seed
+    assert mathgen.make_problem(7, "train", 3).text == mathgen.make_problem(7, "train", 3).text
