@@ -73,14 +73,14 @@ def test_training_run_lowers_the_loss_and_checkpoints_a_plain_folder(cache, data
     from lab.train import train
     store = Store(data_dir).init()
     cfg = RunConfig.from_dict(dict(objective="ntp", model="mini-xs", corpus="builtin:easy",
-                                   corpus_docs=200, seq_len=64, batch_size=8, max_steps=30, lr=3e-3,
+                                   corpus_docs=100, seq_len=32, batch_size=4, max_steps=12, lr=1e-2,
                                    warmup_steps=0, sample_every=100, n_samples=0,
                                    checkpoint_every=0)).validate()
     rid = store.create_run(config=cfg.to_dict())
     result = train(cfg, rid, store)
     loss = store.metrics([rid], ["loss"]).sort_values("step")["value"].tolist()
-    assert len(loss) == 30
-    assert sum(loss[-5:]) / 5 < sum(loss[:5]) / 5 - 1.0       # ln(503) = 6.2 falls fast
+    assert len(loss) == 12
+    assert sum(loss[-3:]) / 3 < sum(loss[:3]) / 3 - 1.0       # ln(503) = 6.2 falls fast
     model = AutoModelForCausalLM.from_pretrained(result.checkpoint)
     assert model.config.vocab_size <= MINI_VOCAB
 
@@ -121,7 +121,7 @@ def test_answer_preset_uses_the_mini_model_and_plans(cache, data_dir):
     import lab.experiments as ex
     from lab.experiments.plan import make_plan
     spec = ex.load_preset("answer-cpu")
-    assert spec.model == "mini" and spec.corpus == "builtin:easy" and len(spec.seeds) >= 3
+    assert spec.model in ("mini", "mini-xs") and spec.corpus == "builtin:easy" and len(spec.seeds) >= 3
     assert spec.pretrain.steps > 0 and {a.objective for a in spec.arms} >= {"ntp", "quiet-star"}
     plan = make_plan(spec.validate(data_dir), "x", data_dir)
     assert plan.budget_flops > 0
