@@ -447,9 +447,9 @@ def precision_table(result: dict) -> list[str]:
 # ---- parent -----------------------------------------------------------------------------------
 
 def _tokenizer(spec: str):
-    from lab.models import PRESETS, load_model, smol_tokenizer
-    if spec in PRESETS:   # the presets all use SmolLM2's tokenizer
-        return smol_tokenizer()
+    from lab.models import PRESETS, load_model, scratch_config, smol_tokenizer
+    if spec in PRESETS:   # SmolLM2's tokenizer, or a scratch preset's own
+        return smol_tokenizer() if spec == "smollm2-135m" else scratch_config(spec)[1]
     return load_model(spec).tokenizer
 
 

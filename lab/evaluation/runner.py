@@ -14,8 +14,8 @@ import pandas as pd
 
 from lab.errors import LabError
 from lab.evaluation import extract, prompts, stats
-from lab.evaluation.benchmarks import (BENCHMARKS, FORKING_RHO, HELDOUT_MAX_TOKENS, Item,
-                                       load_items)
+from lab.evaluation.benchmarks import (BENCHMARKS, FORKING_RHO, HELDOUT_BENCHMARKS, HELDOUT_MAX_TOKENS,
+                                       MATH_BENCHMARKS, Item, load_items)
 from lab.evaluation.spec import DEVICES, THOUGHT_MODES, EvalSpec
 from lab.progress import Progress
 
@@ -234,15 +234,14 @@ def _nan_none(x):
 
 
 TASKS = {"gsm8k": _gsm8k, "gsm8k-cot": _gsm8k_cot, "csqa": _csqa, "csqa-gen": _csqa_gen,
-         "math-test": _math, "math-longer": _math, "math-format": _math}
-PRIMARY_METRIC = {"heldout-nll": "nll"}
+         **{b: _math for b in MATH_BENCHMARKS}}
+PRIMARY_METRIC = {b: "nll" for b in HELDOUT_BENCHMARKS}
 # Secondary metrics with a value per item (eval_items.extra[ITEM_METRICS]), so they pair up
 # item by item like the primary score; all are NLLs in nats (lower is better).
 ITEM_METRICS = "metrics"
-ITEM_METRIC_NAMES = {"math-test": ("answer_nll", "solution_nll"),
-                     "math-longer": ("answer_nll", "solution_nll"),
-                     "math-format": ("answer_nll", "solution_nll"), "heldout-nll": ("forking_nll",)}
-PASSES = {"gsm8k-cot": 2, "math-test": 2, "math-longer": 2, "math-format": 2}
+ITEM_METRIC_NAMES = {**{b: ("answer_nll", "solution_nll") for b in MATH_BENCHMARKS},
+                     **{b: ("forking_nll",) for b in HELDOUT_BENCHMARKS}}
+PASSES = {"gsm8k-cot": 2, **{b: 2 for b in MATH_BENCHMARKS}}
 
 
 # ---- run_eval ---------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
 
     t1, c1 = time.monotonic(), time.process_time()
     info: dict[str, Any] = {}
-    if spec.benchmark == "heldout-nll":
+    if spec.benchmark in HELDOUT_BENCHMARKS:
         ref_engine = None
         if spec.reference:
             ref = load_model(resolve_model_spec(spec.reference, store), store.data_dir, seed=spec.seed)

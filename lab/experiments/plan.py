@@ -31,6 +31,7 @@ from typing import Any
 
 from lab.config import RunConfig
 from lab.evaluation import EvalSpec
+from lab.evaluation.benchmarks import HELDOUT_BENCHMARKS
 from lab.experiments.spec import STEP_HEADROOM, ExperimentSpec
 from lab.flops import train_flops
 
@@ -79,10 +80,9 @@ def describe_spec(model: str, data_dir: str | Path = "data", trust_remote_code: 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lab.models import (TINY_PRESETS, describe, resolve_checkpoint, smol_tokenizer,
-                            smollm2_folder, tiny_config)
-    if model in TINY_PRESETS:
-        config = tiny_config(model, smol_tokenizer())
+    from lab.models import SCRATCH_PRESETS, describe, resolve_checkpoint, scratch_config, smollm2_folder
+    if model in SCRATCH_PRESETS:
+        config = scratch_config(model)[0]
     else:
         folder: Path | str = (smollm2_folder() if model == "smollm2-135m" else
                               resolve_checkpoint(model, data_dir) if model.startswith("run:") else model)
@@ -203,7 +203,7 @@ def _eval(spec: ExperimentSpec, key: str, arm: str, seed: int | None, name: str,
     trained = model_of is not None and model_of != base_key
     if trained and base_key is None:
         for s in specs:
-            if s.benchmark == "heldout-nll":
+            if s.benchmark in HELDOUT_BENCHMARKS:
                 s.reference = spec.model            # the untrained model (of the same seed)
     return Job(key, "eval", arm, seed, name, specs=specs,
                after=[model_of] if model_of else [], model_of=model_of,
@@ -227,7 +227,7 @@ def materialise(job: Job, ids: dict[str, str]) -> Job:
         if job.model_of:
             s.run_id = ids[job.model_of]
             s.model = f"run:{s.run_id}" + (f"{STEPS_OF}{ids[job.steps_of]}" if job.steps_of else "")
-        if job.reference_of and s.benchmark == "heldout-nll":
+        if job.reference_of and s.benchmark in HELDOUT_BENCHMARKS:
             s.reference = f"run:{ids[job.reference_of]}"
         specs.append(s)
     return dataclasses.replace(job, specs=specs, after=after)

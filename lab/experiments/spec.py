@@ -304,7 +304,8 @@ def load_preset(preset_id: str) -> ExperimentSpec:
 
 # ---- helpers -------------------------------------------------------------------------------------
 def _builtin_or_hf(corpus: str) -> bool:
-    return corpus.strip() in ("builtin", "builtin:math") or corpus.startswith("hf:")
+    from lab.corpora import BUILTIN
+    return corpus.strip() in BUILTIN or corpus.startswith("hf:")
 
 
 def _model_problems(model: str, data_dir) -> list[str]:

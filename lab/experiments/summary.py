@@ -18,7 +18,16 @@ import pandas as pd
 
 from lab.experiments.spec import ExperimentSpec
 
-SHIFTED = ("math-longer", "math-format")
+
+def _shifted_of() -> dict[str, tuple[str, ...]]:
+    """In-distribution math benchmark -> its length- and format-shifted splits (same level)."""
+    from lab.evaluation.benchmarks import BENCHMARKS, MATH_BENCHMARKS
+    return {t: tuple(s for s in MATH_BENCHMARKS if BENCHMARKS[s].level == BENCHMARKS[t].level
+                     and BENCHMARKS[s].split in ("longer", "format"))
+            for t in MATH_BENCHMARKS if BENCHMARKS[t].split == "test"}
+
+
+SHIFTED_OF = _shifted_of()              # {"math-test": ("math-longer", "math-format"), ...}
 METRIC_WORDS = {"acc": "accuracy", "nll": "held-out NLL", "answer_nll": "answer NLL",
                 "solution_nll": "solution NLL", "forking_nll": "NLL on forking tokens"}
 
@@ -141,18 +150,25 @@ def matched_steps(ctx: SummaryContext) -> list[str]:
 def shifted_splits(ctx: SummaryContext) -> list[str]:
     """Does an in-distribution gain hold on the length- and format-shifted splits?"""
     out = []
-    for r in _rows(ctx.vs_reference, primary=True, thought_mode="none", benchmark="math-test",
+    for test, shifted_names in SHIFTED_OF.items():
+        out += _shifted_lines(ctx, test, shifted_names)
+    return out
+
+
+def _shifted_lines(ctx: SummaryContext, test: str, shifted_names: tuple[str, ...]) -> list[str]:
+    out = []
+    for r in _rows(ctx.vs_reference, primary=True, thought_mode="none", benchmark=test,
                    matched=ctx.budget_match):
         shifted = [s for s in _rows(ctx.vs_reference, primary=True, thought_mode="none", arm=r["arm"],
-                                    matched=r["matched"]) if s["benchmark"] in SHIFTED]
+                                    matched=r["matched"]) if s["benchmark"] in shifted_names]
         if not shifted:
             continue
         if not str(r["verdict"]).startswith("better"):
             out.append(f"Shifted splits: {ctx.title(r['arm'])} shows no in-distribution gain on "
-                       "math-test to carry over.")
+                       f"{test} to carry over.")
             continue
         holds = [s["benchmark"] for s in shifted if str(s["verdict"]).startswith("better")]
-        out.append(f"Shifted splits: {ctx.title(r['arm'])}'s gain on math-test "
+        out.append(f"Shifted splits: {ctx.title(r['arm'])}'s gain on {test} "
                    + (f"holds on {', '.join(holds)}" if holds else "does not hold clearly on either")
                    + "; " + "; ".join(f"{s['benchmark']} {fmt_delta(s, False)}" for s in shifted) + ".")
     return out
