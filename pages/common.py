@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import pandas as pd
 import streamlit as st
 
+from lab import queries
 from lab.errors import LabError
 from lab.store import Store
 
@@ -69,7 +70,7 @@ def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
     if objectives:
         runs = runs[runs["objective"].isin(list(objectives))]
     if table:
-        have = set(store().query(f"SELECT DISTINCT run_id FROM {table}")["run_id"])  # table from code
+        have = queries.run_ids_with_rows(store(), table)
         runs = runs[runs["id"].isin(have)]
     if runs.empty:
         st.info("No runs with this kind of data yet. Launch one on the **Launch** page.")
@@ -157,10 +158,7 @@ def windowed(tokens: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def recent_step_time(run_id: str) -> float | None:
     """Mean duration of the run's last 10 steps (None before the first step is logged)."""
-    df = store().query("SELECT avg(value) AS t FROM (SELECT value FROM metrics WHERE run_id = ? AND "
-                       "name = 'step_time_s' ORDER BY step DESC LIMIT 10)", [run_id])
-    t = df["t"].iloc[0] if not df.empty else None
-    return None if t is None or pd.isna(t) else float(t)
+    return queries.recent_step_time(store(), run_id)
 
 
 PROGRESS = st.column_config.ProgressColumn("progress", min_value=0, max_value=1)

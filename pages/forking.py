@@ -6,6 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from lab import queries
 from lab.entropy import LOW_ENTROPY
 from pages.common import pick_logged_sample, store, token_html, windowed
 
@@ -36,8 +37,7 @@ with c1:
     fig.update_layout(showlegend=False, height=320, margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(fig, width="stretch")
 with c2:
-    hist = store().query(
-        "SELECT step, entropy FROM tokens WHERE run_id = ? AND entropy IS NOT NULL", [run["id"]])
+    hist = queries.entropy_values(store(), run["id"])
     fig = go.Figure()
     for s, g in hist.groupby("step"):
         fig.add_trace(go.Box(y=g["entropy"], name=str(s), boxpoints=False))
@@ -48,11 +48,7 @@ with c2:
 steps = store().sample_steps(run["id"], "tokens")
 if len(steps) > 1:
     st.subheader("Do the forking positions move during training?")
-    ov = store().query(
-        """WITH f AS (SELECT step, sample, position FROM tokens WHERE run_id = ? AND forking)
-           SELECT a.step AS step_a, avg(CASE WHEN b.position IS NULL THEN 0 ELSE 1 END) AS overlap
-           FROM f a LEFT JOIN f b ON a.sample = b.sample AND a.position = b.position AND b.step = ?
-           GROUP BY a.step ORDER BY a.step""", [run["id"], steps[-1]])
+    ov = queries.forking_overlap(store(), run["id"], steps[-1])
     fig = px.line(ov, x="step_a", y="overlap", markers=True,
                   labels={"step_a": "step", "overlap": f"share of top-20 % positions shared with step {steps[-1]}"})
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=20, b=10), yaxis_range=[0, 1.05])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from lab import queries
 from pages.common import pick_run, store
 
 st.title("Reward heatmap")
@@ -14,16 +15,11 @@ st.caption("Samples are recorded on a fixed probe batch, so each row is the same
 run = pick_run("Run", key="hm_run", table="thoughts")
 if run is None:
     st.stop()
-samples = store().query("SELECT DISTINCT sample FROM thoughts WHERE run_id = ? ORDER BY sample",
-                        [run["id"]])["sample"].tolist()
+samples = queries.thought_samples(store(), run["id"])
 c1, c2 = st.columns([1, 1])
 sample = c1.selectbox("Sample", samples, key="hm_sample")
-stat = c2.radio("Value", ["mean reward", "max reward", "NLL gain (base − with thought)"], horizontal=True,
-                key="hm_stat")
-agg = {"mean reward": "avg(reward)", "max reward": "max(reward)",
-       "NLL gain (base − with thought)": "avg(base_nll - mixed_nll)"}[stat]   # fixed SQL, no user text
-df = store().query(f"""SELECT step, position, {agg} AS v FROM thoughts
-                       WHERE run_id = ? AND sample = ? GROUP BY step, position""", [run["id"], sample])
+stat = c2.radio("Value", list(queries.THOUGHT_AGGREGATES), horizontal=True, key="hm_stat")
+df = queries.thought_grid(store(), run["id"], sample, stat)
 if df.empty:
     st.info("No thoughts logged for this sample yet.")
     st.stop()
@@ -36,8 +32,7 @@ st.plotly_chart(fig, width="stretch")
 
 steps = sorted(df["step"].unique().tolist())
 step = steps[0] if len(steps) == 1 else st.select_slider("Step", steps, value=steps[-1], key="hm_step")
-one = store().query("""SELECT position, idx, reward FROM thoughts WHERE run_id = ? AND sample = ?
-                       AND step = ?""", [run["id"], sample, step])
+one = queries.thought_rewards(store(), run["id"], sample, step)
 g2 = one.pivot_table(index="position", columns="idx", values="reward").sort_index()
 fig2 = go.Figure(go.Heatmap(z=g2.values, x=[f"thought {i}" for i in g2.columns], y=g2.index,
                             colorscale="Oranges", colorbar=dict(title="reward")))
