@@ -111,6 +111,12 @@ def text_before(store: Store, run_id: str, step: int, sample: int, position: int
     return "".join(toks["token"].astype(str))
 
 
+def queued_in_creation_order(store: Store) -> list[str]:
+    """Ids of the queued jobs, oldest first (the queue's order until jobs/queue.py's
+    queue_positions is there)."""
+    return store.query("SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at, id")["id"].tolist()
+
+
 # ---- evaluations ------------------------------------------------------------------------------------
 def evals_by_id(store: Store, eval_ids: Sequence[str]) -> pd.DataFrame:
     """id, benchmark, mode, model, run_id, score, n_items, config of these evals."""

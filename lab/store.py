@@ -264,7 +264,7 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         cols = RUN_SELECT
         df = self.query(f"SELECT {cols} FROM runs WHERE id = ?", [run_id])
-        return None if df.empty else _clean(df.iloc[0].to_dict())
+        return None if df.empty else clean_row(df.iloc[0].to_dict())
 
     def finished_step(self, run_id: str) -> int | None:
         """The step count a finished run ended with; None if it has not finished (or is gone)."""
@@ -418,7 +418,8 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
+def clean_row(d: dict[str, Any]) -> dict[str, Any]:
+    """A row as a dict with missing values (NaN, NaT, NA) as None."""
     out = {}
     for k, v in d.items():
         try:

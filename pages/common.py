@@ -13,7 +13,8 @@ import streamlit as st
 
 from lab import queries
 from lab.errors import LabError
-from lab.store import Store
+from lab.checkpoint import list_checkpoints
+from lab.store import ACTIVE, Store, clean_row
 
 WINDOW = 400  # tokens rendered at once: long texts are shown window by window
 
@@ -57,10 +58,52 @@ def reap() -> None:
 
 
 def run_label(r: dict[str, Any]) -> str:
-    """A run's label in pickers. Stable while the run progresses (no status in it): Streamlit
-    widgets keep their value through the label, so a changing label would reset them."""
+    """A run's label in pickers: its name first (the id when it has none), objective and
+    model. Stable while the run progresses (no status in it): Streamlit widgets keep their
+    value through the label, so a changing label would reset them."""
     name = r.get("name") or ""
-    return f"{r['id']} · {r['objective']} · {r['model']}" + (f" · {name}" if name else "")
+    return f"{name} · {r['objective']} · {r['model']} · {r['id']}" if name else \
+        f"{r['id']} · {r['objective']} · {r['model']}"
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts with missing values as None (never NaN: a NaN error column
+    would otherwise show as an error box saying "nan")."""
+    return [clean_row(r) for r in df.to_dict("records")]
+
+
+def checkpoint_steps(run_id: str) -> list[int]:
+    return [s for s, _ in list_checkpoints(data_dir(), run_id)]
+
+
+def checkpoint_label(r: dict[str, Any]) -> str:
+    """A run in a checkpoint picker: name (or id), objective, model and its checkpoint step."""
+    steps = r.get("checkpoint_steps") or []
+    where = f"checkpoint step {steps[-1]}" if steps else f"{r['status']}: checkpoint when it finishes"
+    name = r.get("name") or r["id"]
+    return f"{name} · {r['objective']} · {r['model']} · {where}" + (f" · {r['id']}" if r.get("name") else "")
+
+
+def checkpoint_runs(include_active: bool = False) -> dict[str, dict[str, Any]]:
+    """Training runs a model picker can offer, newest first: those with a complete checkpoint
+    (`checkpoint_steps` lists them), and with include_active also queued or running runs (an
+    evaluation of those waits for their final checkpoint). A run cancelled before its first
+    checkpoint is never offered."""
+    out = {}
+    for r in records(store().list_runs()):
+        r["checkpoint_steps"] = checkpoint_steps(r["id"])
+        if r["checkpoint_steps"] or (include_active and r["status"] in ACTIVE):
+            out[r["id"]] = r
+    return out
+
+
+def queue_places() -> dict[str, str]:
+    """Queued job id -> where it stands ("#2 in queue", or what it waits for)."""
+    try:
+        from jobs.queue import queue_positions     # the FIFO queue's own order, when present
+        return {k: p.text for k, p in queue_positions(store()).items()}
+    except ImportError:
+        return {rid: f"#{i} in queue" for i, rid in enumerate(queries.queued_in_creation_order(store()), 1)}
 
 
 def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
@@ -75,13 +118,12 @@ def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
     if runs.empty:
         st.info("No runs with this kind of data yet. Launch one on the **Launch** page.")
         return None
-    records = runs.to_dict("records")
-    ids = [r["id"] for r in records]
+    recs = {r["id"]: r for r in records(runs)}
+    ids = list(recs)
     wanted = st.query_params.get("run")
     index = ids.index(wanted) if wanted in ids else 0
-    choice = st.selectbox(label, ids, index=index, key=key,
-                          format_func=lambda i: run_label(next(r for r in records if r["id"] == i)))
-    return next(r for r in records if r["id"] == choice)
+    choice = st.selectbox(label, ids, index=index, key=key, format_func=lambda i: run_label(recs[i]))
+    return recs[choice]
 
 
 def pick_step_sample(run_id: str, table: str, key: str) -> tuple[int, int] | None:
