@@ -68,6 +68,12 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lab.demo import ensure_demo
+    print(ensure_demo(args.data_dir), flush=True)
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from lab.config import settings_table
     print(settings_table(), end="")
@@ -214,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--lines", type=limits.int_in(1, limits.MAX_LOG_LINES), default=20,
                    help=f"log lines to show (1 to {limits.MAX_LOG_LINES:,}, default 20)")
+    add("demo", cmd_demo, "make (once) a finished example experiment in the data folder, for `make demo`")
     add("settings", cmd_settings, "print every training setting with its help (the README's table)",
         writes=False)
     add("cancel", cmd_cancel, "cancel a queued or running job").add_argument("run_id")

@@ -153,6 +153,23 @@ def pick_logged_sample(table: str, key: str) -> tuple[dict[str, Any], int, int]:
     return run, picked[0], picked[1]
 
 
+# Absolute colour scales: the same shade means the same value on every page, model and text
+# (a relative scale painted tiny-random's near-constant 10.70 nats and 0.0005-nat gains dark).
+# column -> (value of the darkest shade, what it measures). Values above it saturate.
+SCALES = {"entropy": (5.0, "entropy of the prediction, nats"),
+          "nll": (10.0, "surprise: NLL of the true token, nats"),
+          "help": (1.0, "log-prob gain of the true token from the thoughts, nats"),
+          "up": (1.0, "log-prob gain of B over A, nats"),
+          "down": (1.0, "log-prob loss of B against A, nats")}
+
+
+def shown_step_caption(run: dict[str, Any], step: int, sample: int) -> None:
+    """Every per-token page names what it shows: the run, the training step and the sample."""
+    total = run.get("max_steps")
+    st.caption(f"Showing **step {step}**" + (f" of {total}" if total else "") + f", probe sample {sample}, of "
+               f"run **{run.get('name') or run['id']}** ({run['objective']}, {run['model']}).")
+
+
 def color_for(value: float | None, vmax: float, vmin: float = 0.0) -> str:
     """White → orange → red background for a value in [vmin, vmax]."""
     if value is None or pd.isna(value) or vmax <= vmin:
@@ -162,31 +179,51 @@ def color_for(value: float | None, vmax: float, vmin: float = 0.0) -> str:
     return f"rgb({r},{g},{b})"
 
 
+def scale_legend(value_col: str, vmax: float) -> str:
+    """A gradient bar from 0 to vmax with its unit, under a coloured text."""
+    what = SCALES.get(value_col, (vmax, value_col))[1]
+    stops = ", ".join(color_for(vmax * i / 4, vmax) for i in range(5))
+    return (f'<div style="display:flex;align-items:center;gap:8px;font-size:12px;color:#555;margin:4px 0 10px">'
+            f'<span>0</span><span style="width:160px;height:10px;border-radius:3px;'
+            f'background:linear-gradient(to right, {stops})"></span><span>{vmax:g}+</span>'
+            f'<span>colour = {html.escape(what)}</span></div>')
+
+
+def hover_text(r: dict[str, Any], tooltip_cols: Iterable[str]) -> str:
+    """A token's hover: its numbers, then the model's top alternatives with probabilities and
+    the rank of the true token (from the records' `extra`, when logged)."""
+    lines = [f"pos {r['position']}"] + [f"{c} = {r[c]:.3f}" for c in tooltip_cols
+                                        if c in r and r[c] is not None and not pd.isna(r[c])]
+    extra = r.get("extra")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except json.JSONDecodeError:
+            extra = None
+    if isinstance(extra, dict) and extra.get("top"):
+        lines.append(f"true token rank {extra.get('rank')}; top {len(extra['top'])}:")
+        lines += [f"  {alt!r} {p:.3f}" for alt, p in extra["top"]]
+    return "\n".join(lines)
+
+
 def token_html(tokens: pd.DataFrame, value_col: str, vmax: float | None = None,
                mark_col: str | None = None, selected: int | None = None,
                tooltip_cols: Iterable[str] = ("entropy", "nll", "prob")) -> str:
-    """Tokens as coloured spans (value_col → colour), optional bold outline on mark_col.
-    The colour scale spans the 2nd–98th percentile of the shown values, so differences stay
-    visible whether a model's entropies are all near 0 or all near log(vocab)."""
-    vals = tokens[value_col].dropna()
-    vmin = 0.0
-    if vmax is None and not vals.empty:
-        vmin, vmax = float(vals.quantile(0.02)), float(vals.quantile(0.98))
-        if vmax - vmin < 1e-9:
-            vmin = 0.0
-    vmax = vmax or 1.0
+    """Tokens as coloured spans (value_col → colour on its absolute SCALES range, or [0, vmax]),
+    an optional outline on mark_col, a legend, and a hover with the numbers and top-k."""
+    vmax = vmax or SCALES.get(value_col, (None,))[0] or float(tokens[value_col].max() or 1.0)
     parts = []
     for r in tokens.to_dict("records"):
         text = html.escape(str(r["token"])).replace("\n", "↵<br>")
-        tip = " ".join(f"{c}={r[c]:.3f}" for c in tooltip_cols if c in r and r[c] is not None and not pd.isna(r[c]))
-        style = f"background:{color_for(r.get(value_col), vmax, vmin)};padding:1px 0;border-radius:3px;"
+        style = f"background:{color_for(r.get(value_col), vmax)};padding:1px 0;border-radius:3px;"
         if mark_col and r.get(mark_col):
             style += "outline:2px solid #7b1fa2;font-weight:600;"
         if selected is not None and r["position"] == selected:
             style += "outline:3px solid #1565c0;"
-        parts.append(f'<span title="pos {r["position"]} {tip}" style="{style}">{text}</span>')
+        tip = html.escape(hover_text(r, tooltip_cols), quote=True).replace("\n", "&#10;")
+        parts.append(f'<span title="{tip}" class="tok" style="{style}">{text}</span>')
     return ('<div style="font-family:ui-monospace,monospace;font-size:14px;line-height:1.9;'
-            'white-space:pre-wrap;color:#222">' + "".join(parts) + "</div>")
+            'white-space:pre-wrap;color:#222">' + "".join(parts) + "</div>" + scale_legend(value_col, vmax))
 
 
 def windowed(tokens: pd.DataFrame, key: str) -> pd.DataFrame:

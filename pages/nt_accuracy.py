@@ -13,7 +13,7 @@ from jobs.manager import submit_nt_reasoning
 from lab import queries
 from lab.errors import LabError
 from lab.models import PRESETS as MODEL_PRESETS
-from pages.common import data_dir, store
+from pages.common import checkpoint_label, checkpoint_runs, data_dir, store
 
 LEVELS = ["easy", "medium", "hard"]
 
@@ -61,10 +61,11 @@ else:
 
 st.subheader("Evaluate a model")
 with st.form("nta_launch"):
-    runs = store().list_runs()
-    checkpoints = [f"run:{i}" for i in runs["id"]] if not runs.empty else []
+    runs = checkpoint_runs(include_active=True)     # a running run is evaluated once it finishes
+    names = {f"run:{i}": checkpoint_label(r) for i, r in runs.items()}
     c1, c2 = st.columns(2)
-    model = c1.selectbox("Model to evaluate", checkpoints + list(MODEL_PRESETS), key="nta_model")
+    model = c1.selectbox("Model to evaluate", list(names) + list(MODEL_PRESETS), key="nta_model",
+                         format_func=lambda m: names.get(m, m))
     reference = c2.selectbox("Fixed reference model (difficulty split)", list(MODEL_PRESETS), key="nta_ref",
                              help="Use the base model the run started from, so base and trained share the split.")
     c3, c4, c5 = st.columns(3)

@@ -52,3 +52,36 @@ def test_experiment_jobs_fold_into_one_row_per_experiment(data_dir, monkeypatch)
     assert len(at.get("progress")) == 0                           # no bar per job
     assert [e.label for e in at.expander][0] == "Experiment exp-1: 0/12 jobs finished, 12 queued or running"
     assert list(at.dataframe[0].value["name"]) == ["alone"]
+
+
+def test_score_chart_draws_the_chance_line_and_values_on_every_bar():
+    import pandas as pd
+
+    from lab.figures import seed_scores_figure
+    scores = pd.DataFrame([{"label": arm, "arm": arm, "thought_mode": "none", "matched": "", "benchmark": "csqa",
+                            "metric": "acc", "primary": True, "higher_is_better": True, "mean": mean,
+                            "sd": float("nan"), "min": mean, "max": mean, "n_seeds": 1, "seeds": [0],
+                            "scores": [mean], "n": 50, "steps": 4.0, "flops": 1.0, "eval_ids": ["e"]}
+                           for arm, mean in (("ntp", 0.0), ("quiet-star", 0.24))])
+    fig = seed_scores_figure(scores)
+    chance = [t for t in fig.data if t.name == "chance (0.20)"]
+    assert len(chance) == 1 and list(chance[0].y) == [0.2] and chance[0].text == ("chance 0.20",)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.texttemplate for b in bars] == ["%{y:.2f}"] * 2      # the 0.00 bar is labelled, so seen
+
+
+def test_token_colours_are_absolute_and_the_hover_lists_the_top_5():
+    import json
+
+    import pandas as pd
+
+    from pages.common import token_html
+    flat = pd.DataFrame({"position": [1, 2], "token": [" a", " b"], "entropy": [10.700, 10.703],
+                         "nll": [1.0, 2.0], "prob": [0.3, 0.1],
+                         "extra": [json.dumps({"top": [[" a", 0.3], [" c", 0.2]], "rank": 1}), None]})
+    html = token_html(flat, "entropy")
+    spans = html.split('<span title="pos')[1:]
+    # Near-constant entropies get the same shade (relative scales painted 0.003 nats as the full range).
+    assert spans[0].split("background:")[1].split(";")[0] == spans[1].split("background:")[1].split(";")[0]
+    assert "true token rank 1; top 2:" in spans[0] and "&#x27; c&#x27; 0.200" in spans[0]
+    assert "colour = entropy of the prediction, nats" in html and "5+" in html

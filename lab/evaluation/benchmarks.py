@@ -49,6 +49,7 @@ class Benchmark:
     split: str = ""      # built-in math split
     description: str = ""
     scoring: Scoring | None = None   # None: SCORING_BY_DATA[data]
+    chance: float | None = None      # the score of guessing at random (drawn on score charts)
 
     def __post_init__(self) -> None:
         if self.scoring is None:
@@ -69,9 +70,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               description="GSM8K, zero-shot direct answer; exact match on the final number"),
     Benchmark("gsm8k-cot", "cot", "gsm8k", 256, scoring=scoring.GSM8K_COT,
               description="GSM8K, zero-shot chain of thought (two stages); exact match"),
-    Benchmark("csqa", "loglik", "csqa", 0, scoring=scoring.CSQA,
+    Benchmark("csqa", "loglik", "csqa", 0, scoring=scoring.CSQA, chance=0.2,
               description="CommonsenseQA, choice with the highest log-likelihood"),
-    Benchmark("csqa-gen", "gen", "csqa", 8, scoring=scoring.CSQA_GEN,
+    Benchmark("csqa-gen", "gen", "csqa", 8, scoring=scoring.CSQA_GEN, chance=0.2,
               description="CommonsenseQA, generated letter; exact match"),
     Benchmark("math-test", "gen", "builtin-math", 128, split="test",
               description="Built-in math problems, in-distribution (2-4 steps)"),
