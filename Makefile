@@ -12,7 +12,9 @@ TORCH_INDEX ?=
 # use Hugging Face model ids and datasets on a machine with internet.
 HF_OFFLINE ?= 1
 
-.PHONY: setup setup-dev model browser run test bench clean
+DEMO_DATA ?= data-demo
+
+.PHONY: setup setup-dev model browser run demo test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +45,13 @@ browser:
 
 run: model
 	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DATA) $(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+
+# The lab on a finished example experiment (made once in $(DEMO_DATA), a few minutes on 2 CPU
+# cores; later calls reuse it), opening on its results.
+demo: model
+	HF_HUB_OFFLINE=$(HF_OFFLINE) $(BIN)/python -m lab demo --data-dir $(DEMO_DATA)
+	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DEMO_DATA) THOUGHTLAB_DEMO=1 $(BIN)/streamlit run app.py \
+	  --server.address $(HOST) --server.port $(PORT)
 
 test: setup-dev model
 	$(BIN)/python -m pytest -q

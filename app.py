@@ -11,14 +11,15 @@ from pages.common import data_dir, read_only_banner  # noqa: E402
 
 st.set_page_config(page_title="ThoughtLab", page_icon=":material/science:", layout="wide")
 
+DEMO = bool(os.environ.get("THOUGHTLAB_DEMO"))     # `make demo`: open on the example's results
 PAGES = {
-    "Train": [st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+    "Train": [st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=not DEMO),
               st.Page("pages/runs.py", title="Runs", icon=":material/monitoring:")],
     "Inspect": [st.Page("pages/forking.py", title="Forking tokens", icon=":material/call_split:"),
                 st.Page("pages/thoughts.py", title="Thoughts", icon=":material/psychology:"),
                 st.Page("pages/heatmap.py", title="Reward heatmap", icon=":material/grid_on:"),
                 st.Page("pages/playground.py", title="Playground", icon=":material/science:")],
-    "Evaluate": [st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/leaderboard:"),
+    "Evaluate": [st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/leaderboard:", default=DEMO),
                  st.Page("pages/nt_accuracy.py", title="Next-token accuracy", icon=":material/target:")],
 }
 

@@ -15,23 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from lab import limits
-from lab.config import PRESETS, RunConfig, load_config_file
+from lab.config import PRESETS, RunConfig, load_config_file, preset_title, settings_help
 from lab.errors import LabError
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of settings (flags override it)")
-    p.add_argument("--preset", choices=list(PRESETS), help="start from a named preset")
-    defaults = RunConfig()
-    for f in dataclasses.fields(RunConfig):
-        if f.name == "params":
+    p.add_argument("--preset", choices=list(PRESETS), metavar="ID",
+                   help="start from a preset: " + "; ".join(f"{k} = {preset_title(k)}" for k in PRESETS))
+    for name, h in settings_help(RunConfig).items():
+        if name == "params":
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        p.add_argument(flag, dest=f.name, default=None,
-                       help="comma-separated run ids" if isinstance(default, list) else f"(default {default!r})")
+        default = h["default"]
+        shown = "none" if default in ([], "") else repr(default)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                       help=f"{h['help']} (default {shown})".replace("%", "%%"))
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="objective setting, e.g. --param n_ahead=8 (repeatable)")
+                   help="objective setting, e.g. --param n_ahead=8 (repeatable); "
+                        "`python -m lab settings` lists every objective's settings")
     p.add_argument("--detach", action="store_true", help="print the run id and return at once")
     g = p.add_argument_group("several machines (prints commands, starts nothing)")
     g.add_argument("--print-launch", action="store_true",
@@ -74,6 +75,18 @@ def _parse_value(raw: str) -> Any:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lab.demo import ensure_demo
+    print(ensure_demo(args.data_dir), flush=True)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from lab.config import settings_table
+    print(settings_table(), end="")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -229,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--lines", type=limits.int_in(1, limits.MAX_LOG_LINES), default=20,
                    help=f"log lines to show (1 to {limits.MAX_LOG_LINES:,}, default 20)")
+    add("demo", cmd_demo, "make (once) a finished example experiment in the data folder, for `make demo`")
+    add("settings", cmd_settings, "print every training setting with its help (the README's table)",
+        writes=False)
     add("cancel", cmd_cancel, "cancel a queued or running job").add_argument("run_id")
     p = add("resume", cmd_resume, "resume a stopped run from its last checkpoint")
     p.add_argument("run_id")

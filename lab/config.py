@@ -23,45 +23,68 @@ FSDP_NEEDS_GPUS = ("fsdp needs GPUs: accelerate applies its FSDP plugin to multi
                    "only (on CPU it would silently run plain data parallelism)")
 
 
+def setting(default: Any, help: str, *, advanced: bool = False) -> Any:
+    """A documented setting: its help text is the one source for `--help`, the Launch form's
+    tooltips and the README's settings table (`settings_table`). `advanced` settings sit
+    behind the form's "Advanced" fold. Objective Params document their fields the same way."""
+    meta = {"help": help, "advanced": advanced}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class RunConfig:
-    objective: str = "ntp"
-    model: str = "smollm2-135m"
-    corpus: str = "builtin"
-    name: str = ""
-    corpus_docs: int = 2000        # builtin: problems generated; files: max documents (0 = all)
-    text_field: str = "text"       # JSONL / parquet column holding the text
-    seq_len: int = 256
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_steps: int = 100
-    max_flops: float = 0.0         # stop once cumulative training FLOPs reach this (0 = off)
-    lr: float = 1e-5
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"           # auto | cpu | gpu
-    num_gpus: int = 1              # processes when device is gpu (accelerate multi-GPU)
-    # Data-parallel processes (ranks). On CPU: that many processes (gloo), each its own share
-    # of the cores; on GPU: one process per GPU, max(num_gpus, num_processes) GPUs.
-    num_processes: int = 1
-    fsdp: bool = False             # shard weights/grads/optimizer over the ranks (accelerate FSDP)
-    executor: str = "local"        # local = this machine's queue; slurm = sbatch (jobs/slurm.py)
-    mixed_precision: str = "auto"  # auto (bf16 where native: GPU, AMX/AVX512-bf16 CPU) | no | bf16 | fp16 (GPU)
-    rho: float = 1.0               # forking-token mask: train on the top-rho entropy tokens
-    log_every: int = 1
-    sample_every: int = 10         # record per-token samples / thoughts every N steps
-    n_samples: int = 2
-    checkpoint_every: int = 50     # 0 = only at the end
-    trust_remote_code: bool = False
-    experiment: str = ""           # groups runs launched together (compare objectives)
-    arm: str = ""                  # the experiment arm this run trains ("base": its pretraining)
-    after: list[str] = field(default_factory=list)   # start once these runs have ended
-    # Keep a checkpoint at the step count each of these runs ended with (read when this run
-    # starts, so list them in `after` too): matched-steps references in an experiment.
-    checkpoint_steps_of: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
+    objective: str = setting("ntp", "Training objective: ntp (next-token baseline), quiet-star, rlp or rpt.")
+    model: str = setting("smollm2-135m", "Model to start from: a preset (smollm2-135m, tiny-random), a "
+                         "folder, a Hugging Face id, or run:<id>[@step] to continue from a run's checkpoint.")
+    corpus: str = setting("builtin", "Training text: builtin (generated math problems), a .txt/.jsonl/"
+                          ".parquet file, or hf:<dataset>.")
+    name: str = setting("", "Optional run name shown in pickers and reports.")
+    corpus_docs: int = setting(2000, "builtin: problems generated; files: maximum documents read (0 = all).")
+    text_field: str = setting("text", "JSONL / parquet column holding the text.", advanced=True)
+    seq_len: int = setting(256, "Tokens per training sequence (documents are packed).")
+    batch_size: int = setting(8, "Sequences per micro-batch.")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step (effective batch = batch_size x grad_accum).",
+                              advanced=True)
+    max_steps: int = setting(100, "Optimizer steps to train for.")
+    max_flops: float = setting(0.0, "Stop once cumulative training FLOPs reach this (0 = no FLOP budget); "
+                               "experiments use it to compare objectives at matched compute.", advanced=True)
+    lr: float = setting(1e-5, "Learning rate (AdamW; linear warm-up, then constant as in the Quiet-STaR and RLP recipes).")
+    warmup_steps: int = setting(10, "Steps of linear learning-rate warm-up.")
+    weight_decay: float = setting(0.0, "AdamW weight decay.", advanced=True)
+    grad_clip: float = setting(1.0, "Clip the gradient norm to this (0 = off).", advanced=True)
+    seed: int = setting(0, "Random seed (data order, sampling, initialisation of new parts).")
+    device: str = setting("auto", "auto (a GPU when there is one), cpu or gpu.")
+    num_gpus: int = setting(1, "Processes when device is gpu (accelerate multi-GPU).", advanced=True)
+    num_processes: int = setting(1, "Data-parallel processes (ranks). On CPU: that many processes (gloo), each its "
+                                 "own share of the cores; on GPU: one process per GPU, max(num_gpus, num_processes) GPUs.",
+                                 advanced=True)
+    fsdp: bool = setting(False, "Shard weights, gradients and optimizer state over the ranks (accelerate FSDP; "
+                         "needs GPUs).", advanced=True)
+    executor: str = setting("local", "local = this machine's queue; slurm = submit with sbatch (jobs/slurm.py).",
+                            advanced=True)
+    mixed_precision: str = setting("auto", "auto (bf16 autocast where the hardware runs it natively: GPUs, "
+                                   "AMX/AVX512-bf16 CPUs; fp32 elsewhere), no (fp32), bf16 or fp16 (GPU only). "
+                                   "Weights and optimizer stay fp32.", advanced=True)
+    rho: float = setting(1.0, "Forking-token share: train only on the top-rho highest-entropy tokens of "
+                         "each micro-batch (1 = all tokens).")
+    log_every: int = setting(1, "Print a progress line (step, loss, step time) to the job's log every N steps.",
+                             advanced=True)
+    sample_every: int = setting(10, "Record per-token samples and thoughts every N steps (pages show these).")
+    n_samples: int = setting(2, "Probe sequences recorded each time.", advanced=True)
+    checkpoint_every: int = setting(50, "Save a checkpoint every N steps (0 = only at the end).")
+    trust_remote_code: bool = setting(False, "Run a model's own Python code; only for models you trust.",
+                                      advanced=True)
+    experiment: str = setting("", "Experiment id grouping runs launched together (set by experiments).",
+                              advanced=True)
+    arm: str = setting("", "Experiment arm this run trains (\"base\": its pretraining; set by experiments).",
+                       advanced=True)
+    after: list[str] = setting([], "Comma-separated run ids: start once these runs have ended.", advanced=True)
+    checkpoint_steps_of: list[str] = setting(
+        [], "Comma-separated run ids: keep a checkpoint at the step count each ended with (list them in "
+        "after too); matched-steps references in an experiment.", advanced=True)
+    params: dict[str, Any] = setting({}, "Objective settings (see the objective's Params).")
 
     # ---- (de)serialisation -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -249,31 +272,70 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# Launch presets shown in the web form and usable from the CLI with --preset. A preset may
-# set the objective and its params; sizes are chosen for 2 CPU cores unless marked GPU.
+# Launch presets: short ids to type after --preset, long titles (PRESET_TITLES) shown in the
+# web form. A preset may set the objective and its params; sizes are chosen for 2 CPU cores
+# unless marked GPU. Times in titles were measured on the project's 2-core machine while it
+# was busy with other jobs; elsewhere they depend on the hardware.
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick CPU demo (tiny-random, 30 steps)": dict(
+    "quick-cpu": dict(
         model="tiny-random", corpus="builtin", seq_len=128, batch_size=4, max_steps=30,
         lr=1e-3, warmup_steps=5, sample_every=10, checkpoint_every=0, corpus_docs=400),
-    "SmolLM2-135M short CPU run (60 steps)": dict(
+    "smollm2-cpu": dict(
         model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=4, max_steps=60,
         lr=1e-5, warmup_steps=10, sample_every=10, checkpoint_every=30, corpus_docs=2000),
-    "Quiet-STaR on SmolLM2-135M, CPU demo (~30 s/step)": dict(
+    "quiet-star-cpu": dict(
         objective="quiet-star", model="smollm2-135m", corpus="builtin", seq_len=64, batch_size=1,
         max_steps=20, lr=1e-5, warmup_steps=5, sample_every=2, n_samples=1, checkpoint_every=10,
         params=dict(n_ahead=8, n_ahead_talk=4, n_passes=2)),
-    "RLP on SmolLM2-135M, CPU demo": dict(
+    "rlp-cpu": dict(
         objective="rlp", model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=2,
         max_steps=20, lr=1e-6, warmup_steps=0, sample_every=2, n_samples=2, checkpoint_every=10,
         params=dict(group_size=4, max_thought_tokens=32)),
-    "RPT on SmolLM2-135M, CPU demo (10 warm-up steps)": dict(
+    "rpt-cpu": dict(
         objective="rpt", model="smollm2-135m", corpus="builtin", seq_len=128, batch_size=2,
         max_steps=30, lr=1e-6, warmup_steps=0, sample_every=2, n_samples=2, checkpoint_every=10,
         # G = 8 (the paper's): with G = 4 a 135M model rarely gets one guess of a group right,
         # so every group is dropped; docs/benchmarks.md has the measured signal.
         params=dict(group_size=8, max_new_tokens=64, warmup_steps_format=10, warmup_lr=1e-4)),
-    "Quiet-STaR paper settings (GPU: lr 1e-6, batch 8 x 256, 100 steps)": dict(
+    "quiet-star-paper-gpu": dict(
         objective="quiet-star", model="smollm2-135m", corpus="builtin", seq_len=256, batch_size=8,
         max_steps=100, lr=1e-6, warmup_steps=20, grad_clip=1.0, sample_every=10,
         checkpoint_every=50, device="gpu", mixed_precision="bf16"),
 }
+PRESET_TITLES: dict[str, str] = {
+    "quick-cpu": "quick CPU demo (tiny-random, 30 steps)",
+    "smollm2-cpu": "SmolLM2-135M short CPU run (60 steps)",
+    "quiet-star-cpu": "Quiet-STaR on SmolLM2-135M, CPU demo (slow: 5-6 min/step on 2 busy cores)",
+    "rlp-cpu": "RLP on SmolLM2-135M, CPU demo (time per step depends on hardware)",
+    "rpt-cpu": "RPT on SmolLM2-135M, CPU demo (10 warm-up steps; time depends on hardware)",
+    "quiet-star-paper-gpu": "Quiet-STaR paper settings (GPU: lr 1e-6, batch 8 x 256, 100 steps)",
+}
+
+
+def preset_title(preset_id: str) -> str:
+    return PRESET_TITLES.get(preset_id, preset_id)
+
+
+def settings_help(cls: type) -> dict[str, dict[str, Any]]:
+    """Field name -> {"help", "advanced", "default"} of a documented settings dataclass
+    (RunConfig or an objective's Params); fields without help text get an empty one."""
+    out = {}
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        out[f.name] = {"help": f.metadata.get("help", ""), "advanced": bool(f.metadata.get("advanced")),
+                       "default": default}
+    return out
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown), generated from the field metadata:
+    `python -m lab settings` prints it."""
+    from lab.objectives import REGISTRY, get_objective
+    lines = ["| setting | default | what it does |", "|---|---|---|"]
+    for name, h in settings_help(RunConfig).items():
+        lines.append(f"| `{name}` | `{h['default']!r}` | {h['help']}{' (advanced)' if h['advanced'] else ''} |")
+    for obj in REGISTRY:
+        for name, h in settings_help(get_objective(obj).Params).items():
+            lines.append(f"| `{obj}` `{name}` | `{h['default']!r}` | {h['help'] or '–'} |")
+    return "\n".join(lines) + "\n"

@@ -64,9 +64,10 @@ def seed_scores_figure(scores: pd.DataFrame, *, higher_is_better: bool = True,
             hovertemplate=f"<b>{html.escape(str(label))}</b><br>%{{x}}: mean %{{y:.3f}} over "
                           "%{customdata[1]} seed(s)<br>min %{customdata[3]:.3f}, max %{customdata[4]:.3f}, "
                           "sd %{customdata[0]:.3f}<br>n = %{customdata[2]} items<extra></extra>")
-        if higher_is_better:
+        if higher_is_better:       # the value printed on each bar: a bar at 0 is still seen
             fig.add_trace(go.Bar(**common, marker=dict(color=color, pattern_shape=PATTERNS.get(tm, ""),
-                                                       opacity=0.5 if pale else 1.0)))
+                                                       opacity=0.5 if pale else 1.0),
+                                 texttemplate="%{y:.2f}", textposition="outside", cliponaxis=False))
         else:
             fig.add_trace(go.Scatter(**common, mode="markers", marker=dict(
                 color=color, size=12, opacity=0.5 if pale else 1.0,
@@ -79,6 +80,8 @@ def seed_scores_figure(scores: pd.DataFrame, *, higher_is_better: bool = True,
                 marker=dict(color="#222", size=5, symbol="circle-open"),
                 customdata=pts["seeds"].to_numpy(),
                 hovertemplate=f"{html.escape(str(label))} seed %{{customdata}}: %{{y:.3f}}<extra></extra>"))
+    if higher_is_better:
+        _chance_lines(fig, df)
     fig.update_xaxes(categoryorder="array", categoryarray=_order(df["x"]))
     shape = "bars" if higher_is_better else "markers"
     unit = "accuracy" if higher_is_better else "NLL (nats, lower is better)"
@@ -92,6 +95,18 @@ def seed_scores_figure(scores: pd.DataFrame, *, higher_is_better: bool = True,
         pad = max((hi - lo) * 0.15, 1e-3)
         fig.update_yaxes(range=[lo - pad, hi + pad])
     return fig
+
+
+def _chance_lines(fig: go.Figure, df: pd.DataFrame) -> None:
+    """A dashed line at each benchmark's chance score (random guessing), across its bars."""
+    for x, bench in dict(zip(df["x"], df["benchmark"])).items():
+        b = BENCHMARKS.get(bench)
+        if b is None or b.chance is None or x != bench:      # primary scores only
+            continue
+        fig.add_trace(go.Scatter(x=[x], y=[b.chance], mode="markers+text", name=f"chance ({b.chance:.2f})",
+                                 marker=dict(symbol="line-ew", size=120, line=dict(width=2, color="#555")),
+                                 text=[f"chance {b.chance:.2f}"], textposition="top right",
+                                 hovertemplate=f"{bench}: random guessing scores {b.chance:.2f}<extra></extra>"))
 
 
 def pooled_deltas_figure(d: pd.DataFrame, title: str, colors: dict[str, str] | None = None) -> go.Figure:

@@ -156,9 +156,11 @@ def write_nt_reasoning(store, result: dict[str, Any], *, run_id: str | None = No
             score = stats[f"{kind}_accuracy"]
             extra_cfg = {**cfg, "level": level, "threshold": stats["threshold"], "pool": stats["pool"],
                          "box_failure_rate": stats["box_failure_rate"]}
-            evals.append([eid, run_id, cfg["model"], BENCHMARK, f"{kind}/{level}", stats["n"],
-                          None if math.isnan(score) else score, _stderr(score, stats["n"]), now(),
-                          json.dumps(extra_cfg, sort_keys=True)])
+            evals.append({"id": eid, "run_id": run_id, "model": cfg["model"], "benchmark": BENCHMARK,
+                          "mode": f"{kind}/{level}", "n_items": stats["n"],
+                          "score": None if math.isnan(score) else score,
+                          "stderr": _stderr(score, stats["n"]), "created_at": now(),
+                          "config": json.dumps(extra_cfg, sort_keys=True)})
             for iid in stats["items"]:
                 it = by_id[iid]
                 if kind == "reasoning":
@@ -169,15 +171,10 @@ def write_nt_reasoning(store, result: dict[str, Any], *, run_id: str | None = No
                 else:
                     pred, extra = it["standard_prediction"], {"entropy": it["entropy"],
                                                               "context": it["context"]}
-                eval_items.append([eid, iid, it[f"{kind}_correct"], pred, it["target"],
-                                   json.dumps(extra)])
-    with store.write() as con:
-        con.executemany("INSERT INTO evals (id, run_id, model, benchmark, mode, n_items, score, "
-                        "stderr, created_at, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", evals)
-        if eval_items:
-            con.executemany("INSERT INTO eval_items (eval_id, item_id, correct, prediction, target, "
-                            "extra) VALUES (?, ?, ?, ?, ?, ?)", eval_items)
-    return [e[0] for e in evals]
+                eval_items.append({"eval_id": eid, "item_id": iid, "correct": it[f"{kind}_correct"],
+                                   "prediction": pred, "target": it["target"], "extra": json.dumps(extra)})
+    store.save_evals(evals, eval_items)
+    return [e["id"] for e in evals]
 
 
 # ---- as a background job -----------------------------------------------------------------

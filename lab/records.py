@@ -2,6 +2,8 @@
 
 Convention: the row for position t describes token x_t and the distribution that predicted
 it, p(· | x_<t): its entropy, the NLL and probability of x_t. Position 0 has no prediction.
+`extra` also holds `top` (the TOP_K likeliest tokens with their probabilities) and `rank`
+(x_t's rank in that distribution, 1 = the model's first guess), for the pages' hover.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from lab.entropy import token_entropy
 # for the pages. Not the training share (RunConfig.rho, over the micro-batch) nor Quiet-STaR's
 # thought_share or RLP's position_share.
 DISPLAY_SHARE = 0.2
+
+
+TOP_K = 5
 
 
 def token_texts(tokenizer, ids: list[int]) -> list[str]:
@@ -34,7 +39,10 @@ def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, samp
     ids = ids.detach().cpu()
     logits = logits.detach().float().cpu()
     ent = token_entropy(logits[:-1])
-    logp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, ids[1:, None])[:, 0]
+    logp_all = torch.log_softmax(logits[:-1], dim=-1)
+    logp = logp_all.gather(-1, ids[1:, None])[:, 0]
+    top_lp, top_ids = logp_all.topk(min(TOP_K, logp_all.shape[-1]), dim=-1) if ent.numel() else (None, None)
+    ranks = (logp_all > logp[:, None]).sum(-1) + 1
     k = max(1, int(round(rho * ent.numel()))) if ent.numel() else 0
     threshold = torch.topk(ent, k).values.min().item() if k else float("inf")
     texts = token_texts(tokenizer, ids.tolist())
@@ -46,7 +54,10 @@ def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, samp
             e, lp = ent[t - 1].item(), logp[t - 1].item()
             row.update(entropy=e, nll=-lp, prob=float(torch.tensor(lp).exp()),
                        forking=e >= threshold)
+            alts = token_texts(tokenizer, top_ids[t - 1].tolist())
+            row["extra"] = {"top": [[a, round(float(p), 5)] for a, p in zip(alts, top_lp[t - 1].exp().tolist())],
+                            "rank": int(ranks[t - 1])}
         if extra and t < len(extra) and extra[t]:
-            row["extra"] = extra[t]
+            row["extra"] = {**(row.get("extra") or {}), **extra[t]}
         rows.append(row)
     return rows

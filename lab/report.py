@@ -25,6 +25,7 @@ from lab.experiments.summary import experiment_summary
 from lab.figures import (BAND, arm_colors, band_curves_figure, curves_figure, deltas_figure,  # noqa: F401
                          pooled_deltas_figure, seed_scores_figure)
 from lab.progress import Callback, Progress
+from lab.queries import run_totals
 from lab.store import Store
 
 CURVES = [("loss", "Training loss"), ("reward/mean", "Mean thought reward"),
@@ -239,16 +240,13 @@ def run_report_html(store: Store, run_id: str, progress: Callback | None = None,
     run = store.require_run(run_id)
     cfg = json.loads(run.get("config") or "{}")
     obj = run.get("objective") or ""
-    comp = store.query("SELECT max(step) AS steps, max(flops) AS flops, max(wall_time) AS wall "
-                       "FROM metrics WHERE run_id = ?", [run_id]).iloc[0]
+    comp = run_totals(store, run_id)
     doc = _Doc(f"ThoughtLab run report: {run.get('name') or run_id}",
                f"run {run_id} · objective {obj} · model {run.get('model')} · corpus "
                f"{run.get('corpus')} · {run.get('status')}", 7, progress, stream)
     doc.h2("What this run did")
     doc.p(EXPLAIN.get(obj, obj))
-    steps = int(comp["steps"]) if pd.notna(comp["steps"]) else 0
-    flops = float(comp["flops"]) if pd.notna(comp["flops"]) else 0.0
-    wall = float(comp["wall"]) if pd.notna(comp["wall"]) else 0.0
+    steps, flops, wall = int(comp["steps"]), comp["flops"], comp["wall"]
     budget = float(cfg.get("max_flops") or 0)
     doc.p(f"{steps} optimizer steps, {flops:.3g} training FLOPs"
           + (f" (budget {budget:.3g})" if budget else "") + f", {wall:.0f} s of training"

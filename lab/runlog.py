@@ -17,8 +17,13 @@ from lab.store import Store, now
 
 
 class RunLogger:
-    def __init__(self, store: Store, run_id: str, flush_every: float = 2.0, enabled: bool = True):
+    """`print_every` > 0: also print a line (step, loss, step time) to the job's log every N
+    steps (RunConfig.log_every), so the Runs page's log tail moves with each step."""
+
+    def __init__(self, store: Store, run_id: str, flush_every: float = 2.0, enabled: bool = True,
+                 print_every: int = 0, max_steps: int = 0):
         self.store, self.run_id, self.flush_every, self.enabled = store, run_id, flush_every, enabled
+        self.print_every, self.max_steps = print_every, max_steps
         self.rows: dict[str, list[dict[str, Any]]] = {"metrics": [], "tokens": [], "thoughts": []}
         self.last_flush = time.monotonic()
         self.step = 0
@@ -29,6 +34,8 @@ class RunLogger:
                 for name, value in values.items() if value is not None]
         self.rows["metrics"].extend(rows)
         self.step = step            # last: a step counts as logged once all its rows are in
+        if self.enabled and self.print_every and step % self.print_every == 0:
+            print(step_line(step, self.max_steps, values), flush=True)
 
     def records(self, table: str, step: int, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -57,6 +64,16 @@ class RunLogger:
             self.flush()
         except BaseException:  # noqa: BLE001
             pass
+
+
+def step_line(step: int, max_steps: int, values: dict[str, float | None]) -> str:
+    """"[train] step 3/30 · loss 2.4512 · 1.92 s/step" (the parts that were logged)."""
+    parts = [f"[train] step {step}/{max_steps}" if max_steps else f"[train] step {step}"]
+    if values.get("loss") is not None:
+        parts.append(f"loss {values['loss']:.4f}")
+    if values.get("step_time_s") is not None:
+        parts.append(f"{values['step_time_s']:.2f} s/step")
+    return " · ".join(parts)
 
 
 @contextmanager

@@ -74,12 +74,17 @@ TABLE_COLUMNS = {
     "thoughts": ["run_id", "step", "sample", "position", "idx", "kind", "text", "n_tokens",
                  "reward", "advantage", "weight", "base_nll", "mixed_nll", "prediction",
                  "target", "extra"],
+    "evals": ["id", "run_id", "model", "benchmark", "mode", "n_items", "score", "stderr",
+              "created_at", "config"],
     "eval_items": ["eval_id", "item_id", "correct", "prediction", "target", "extra"],
 }
-RUN_FIELDS = {"name", "objective", "kind", "status", "model", "corpus", "config", "started_at",
-              "finished_at", "heartbeat_at", "step", "max_steps", "error", "git_commit",
-              "versions", "command", "pid", "worker_pid", "device", "log_path", "tags", "notes",
-              "experiment", "attempts", "phase", "queued_at", "slurm_job"}
+RUN_COLUMNS = ["id", "name", "objective", "kind", "status", "model", "corpus", "config", "created_at",
+               "started_at", "finished_at", "heartbeat_at", "step", "max_steps", "error", "git_commit",
+               "versions", "command", "pid", "worker_pid", "device", "log_path", "tags", "notes",
+               "experiment", "attempts", "phase", "queued_at", "slurm_job"]
+# The fields a run update may set (everything but the id and the creation time).
+RUN_FIELDS = set(RUN_COLUMNS) - {"id", "created_at"}
+RUN_SELECT = ", ".join(RUN_COLUMNS)
 
 
 def now() -> datetime:
@@ -133,6 +138,9 @@ class Store:
         self.lock_path = self.data_dir / (DB_NAME + ".lock")
         self.read_only = not check_data_dir(self.data_dir)
         self._ready = False
+        # A writable folder gets its database (created, or upgraded from an older schema) here,
+        # once, so that read() only ever reads.
+        self.init()
 
     def require_writable(self) -> "Store":
         if self.read_only:
@@ -202,11 +210,8 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A shared read-only session (creates the database first if needed; a read-only
-        folder without one reads as an empty database)."""
-        if not self.read_only and (not self.path.exists() or not self._ready):
-            with self.write():
-                pass
+        """A shared read-only session; it never writes (a folder without a database, e.g. a
+        read-only one, reads as an empty database)."""
         with self._locked(exclusive=False):
             con = self._connect(read_only=True) if self.path.exists() else _empty_database()
             try:
@@ -215,7 +220,9 @@ class Store:
                 con.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        """Run one parameterised read query and return a DataFrame."""
+        """Run one parameterised read query and return a DataFrame. Lab code calls it only
+        from this module and lab/queries.py (named queries); tests and ad-hoc analysis may
+        use it directly."""
         with self.read() as con:
             return con.execute(sql, list(params)).df()
 
@@ -242,30 +249,25 @@ class Store:
         return run_id
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        bad = set(fields) - RUN_FIELDS
-        if bad:
-            raise ValueError(f"unknown run fields {bad}")
         if not fields:
             return
-        cols = ", ".join(f"{k} = ?" for k in fields)   # names from RUN_FIELDS only
+        cols, values = run_assignments(fields)
         with self.write() as con:
-            con.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*fields.values(), run_id])
+            con.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*values, run_id])
 
     def set_status_if(self, run_id: str, allowed: Sequence[str], **fields: Any) -> bool:
         """Update only while the run's status is one of `allowed` (atomic under the lock)."""
-        bad = set(fields) - RUN_FIELDS
-        if bad:
-            raise ValueError(f"unknown run fields {bad}")
-        cols = ", ".join(f"{k} = ?" for k in fields)
+        cols, values = run_assignments(fields)
         marks = ", ".join("?" for _ in allowed)
         with self.write() as con:
             n = con.execute(f"UPDATE runs SET {cols} WHERE id = ? AND status IN ({marks}) RETURNING id",
-                            [*fields.values(), run_id, *allowed]).fetchall()
+                            [*values, run_id, *allowed]).fetchall()
         return bool(n)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        df = self.query("SELECT * FROM runs WHERE id = ?", [run_id])
-        return None if df.empty else _clean(df.iloc[0].to_dict())
+        cols = RUN_SELECT
+        df = self.query(f"SELECT {cols} FROM runs WHERE id = ?", [run_id])
+        return None if df.empty else clean_row(df.iloc[0].to_dict())
 
     def finished_step(self, run_id: str) -> int | None:
         """The step count a finished run ended with; None if it has not finished (or is gone)."""
@@ -279,12 +281,15 @@ class Store:
         return run
 
     def list_runs(self, kind: str | None = "train") -> pd.DataFrame:
+        cols = RUN_SELECT
         if kind:
-            return self.query("SELECT * FROM runs WHERE kind = ? ORDER BY created_at DESC", [kind])
-        return self.query("SELECT * FROM runs ORDER BY created_at DESC")
+            return self.query(f"SELECT {cols} FROM runs WHERE kind = ? ORDER BY created_at DESC", [kind])
+        return self.query(f"SELECT {cols} FROM runs ORDER BY created_at DESC")
 
     def active_runs(self) -> pd.DataFrame:
-        return self.query("SELECT * FROM runs WHERE status IN ('queued', 'running')")
+        cols = RUN_SELECT
+        return self.query(f"SELECT {cols} FROM runs WHERE status IN ('queued', 'running') "
+                          "ORDER BY created_at, id")
 
     def delete_run(self, run_id: str) -> None:
         with self.write() as con:
@@ -311,16 +316,31 @@ class Store:
                 if items:
                     _insert(con, table, items)
             if run_update and run_id:
-                cols = ", ".join(f"{k} = ?" for k in run_update if k in RUN_FIELDS)
-                con.execute(f"UPDATE runs SET {cols} WHERE id = ?",
-                            [v for k, v in run_update.items() if k in RUN_FIELDS] + [run_id])
+                cols, values = run_assignments(run_update)
+                con.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*values, run_id])
+
+    def save_evals(self, evals: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+        """The one writer of `evals` and `eval_items`: insert evaluations (dicts with the
+        TABLE_COLUMNS keys; dict/list values stored as JSON) and their items in one
+        transaction. An eval id that already exists (a retried job) is replaced, items too."""
+        ids = [e["id"] for e in evals]
+        if not ids:
+            return
+        marks = ", ".join("?" for _ in ids)
+        with self.write() as con:
+            con.execute(f"DELETE FROM eval_items WHERE eval_id IN ({marks})", ids)
+            con.execute(f"DELETE FROM evals WHERE id IN ({marks})", ids)
+            _insert(con, "evals", evals)
+            if items:
+                _insert(con, "eval_items", items)
 
     # ---- reads for the pages ---------------------------------------------------------
     def metrics(self, run_ids: Sequence[str], names: Sequence[str] | None = None) -> pd.DataFrame:
         if not run_ids:
             return pd.DataFrame(columns=TABLE_COLUMNS["metrics"])
         marks = ", ".join("?" for _ in run_ids)
-        sql = f"SELECT * FROM metrics WHERE run_id IN ({marks})"
+        cols = ", ".join(TABLE_COLUMNS["metrics"])
+        sql = f"SELECT {cols} FROM metrics WHERE run_id IN ({marks})"
         params: list[Any] = list(run_ids)
         if names:
             sql += f" AND name IN ({', '.join('?' for _ in names)})"
@@ -347,7 +367,8 @@ class Store:
         return df["sample"].tolist()
 
     def tokens(self, run_id: str, step: int | None = None, sample: int | None = None) -> pd.DataFrame:
-        sql, params = "SELECT * FROM tokens WHERE run_id = ?", [run_id]
+        cols = ", ".join(TABLE_COLUMNS["tokens"])
+        sql, params = f"SELECT {cols} FROM tokens WHERE run_id = ?", [run_id]
         if step is not None:
             sql, params = sql + " AND step = ?", params + [step]
         if sample is not None:
@@ -355,12 +376,24 @@ class Store:
         return self.query(sql + " ORDER BY step, sample, position", params)
 
     def thoughts(self, run_id: str, step: int | None = None, sample: int | None = None) -> pd.DataFrame:
-        sql, params = "SELECT * FROM thoughts WHERE run_id = ?", [run_id]
+        cols = ", ".join(TABLE_COLUMNS["thoughts"])
+        sql, params = f"SELECT {cols} FROM thoughts WHERE run_id = ?", [run_id]
         if step is not None:
             sql, params = sql + " AND step = ?", params + [step]
         if sample is not None:
             sql, params = sql + " AND sample = ?", params + [sample]
         return self.query(sql + " ORDER BY step, sample, position, idx", params)
+
+
+def run_assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The one builder of run-field updates: "a = ?, b = ?" and the values. An unknown field
+    raises (a typo must not be silently dropped)."""
+    bad = set(fields) - RUN_FIELDS
+    if bad:
+        raise ValueError(f"unknown run fields {sorted(bad)}")
+    if not fields:
+        raise ValueError("a run update needs at least one field")
+    return ", ".join(f"{k} = ?" for k in fields), list(fields.values())   # names from RUN_FIELDS
 
 
 def _empty_database() -> duckdb.DuckDBPyConnection:
@@ -388,7 +421,8 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
+def clean_row(d: dict[str, Any]) -> dict[str, Any]:
+    """A row as a dict with missing values (NaN, NaT, NA) as None."""
     out = {}
     for k, v in d.items():
         try:

@@ -181,7 +181,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     # Samples are recorded on a FIXED probe batch, so views can compare the same text
     # across training steps (heatmaps, forking-token overlap between checkpoints).
     probe = windows[:cfg.n_samples].to(acc.device) if cfg.n_samples else None
-    logger = RunLogger(store, run_id, enabled=main)
+    logger = RunLogger(store, run_id, enabled=main, print_every=cfg.log_every, max_steps=cfg.max_steps)
     logger.step = start_step
     t_start = time.monotonic() - wall_done
     loss_value, last_step_flops = float("nan"), 0.0

@@ -20,7 +20,8 @@ from lab.experiments import results as xr
 from lab.experiments.summary import experiment_summary
 from lab.figures import arm_colors, band_curves_figure, pooled_deltas_figure, seed_scores_figure
 from lab.models import PRESETS as MODEL_PRESETS
-from pages.common import PROGRESS, data_dir, reap, rerun_when_changed, run_label, store, with_progress
+from pages.common import (PROGRESS, checkpoint_label, checkpoint_runs, data_dir, reap, records, rerun_when_changed,
+                          run_label, store, with_progress)
 from pages.experiment_form import experiment_form
 
 st.title("Benchmarks")
@@ -208,17 +209,17 @@ def export_buttons(exp: str | None, key: str) -> None:
         runs = runs[runs["experiment"] == exp]
     if runs.empty:
         return
-    records = {r["id"]: r for r in runs.to_dict("records")}
+    recs = {r["id"]: r for r in records(runs)}
     with c2:
-        rid = st.selectbox("Run for a run report", list(records), key=f"{key}_report_run",
-                           format_func=lambda i: run_label(records[i]))
+        rid = st.selectbox("Run for a run report", list(recs), key=f"{key}_report_run",
+                           format_func=lambda i: run_label(recs[i]))
         report_download("run", rid, f"{key}_run_report")
 
 
 def experiment_view() -> None:
     exps = ex.experiments(store())
     if exps.empty:
-        st.info("No experiment yet. Start one under **Launch an experiment** (the quick CPU "
+        st.info("No experiment yet. Start one in the **Launch an experiment** tab (the quick CPU "
                 "preset runs 28 small jobs on tiny-random), or look at individual evals.")
         return
     recs = {r["id"]: r for r in exps.to_dict("records")}
@@ -295,15 +296,28 @@ def experiment_view() -> None:
     export_buttons(exp, "bm")
 
 
+def comparable_pair(evs: pd.DataFrame) -> list[str]:
+    """The newest eval and the newest other eval of the same benchmark and item count (evs is
+    newest first); just the newest eval when none matches."""
+    if evs.empty:
+        return []
+    first = evs.iloc[0]
+    same = evs[(evs["benchmark"] == first["benchmark"]) & (evs["n_items"] == first["n_items"])
+               & (evs["id"] != first["id"])]
+    return [first["id"]] + same["id"].head(1).tolist()
+
+
 def evals_view() -> None:
     evs = xr.all_evals(store())
     if evs.empty:
-        st.info("No evals yet: run one under **Run one evaluation** below.")
+        st.info("No evals yet: run one in the **Run one evaluation** tab.")
         return
-    labels = {r["id"]: f"{r['id']} · {r['model']} · {r['benchmark']}"
+    labels = {r["id"]: f"{r['model']} · {r['benchmark']}"
                        + ("" if r["thought_mode"] == "none" else f" · {r['thought_mode']}")
-                       + f" · {r['score']:.3f} (n={r['n_items']})" for r in evs.to_dict("records")}
-    chosen = st.multiselect("Evals", list(labels), default=list(labels)[:2], format_func=labels.get,
+                       + f" · {r['score']:.3f} (n={r['n_items']}) · {r['id']}" for r in evs.to_dict("records")}
+    st.caption("By default the two newest evals of the same benchmark on the same number of items: "
+               "a delta means something only between scores of the same items.")
+    chosen = st.multiselect("Evals", list(labels), default=comparable_pair(evs), format_func=labels.get,
                             key="bm_evals")
     res = ex.results_for_evals(store(), chosen)
     if res.empty:
@@ -316,7 +330,14 @@ def evals_view() -> None:
         c1, c2 = st.columns(2)
         a = c1.selectbox("Reference (A)", chosen, format_func=labels.get, key="bm_ev_a")
         b = c2.selectbox("Compared (B)", chosen, index=1, format_func=labels.get, key="bm_ev_b")
-        if a != b:
+        ea, eb = evs.set_index("id").loc[a], evs.set_index("id").loc[b]
+        if a != b and ea["benchmark"] != eb["benchmark"]:
+            st.warning(f"A is {ea['benchmark']} and B is {eb['benchmark']}: scores of different "
+                       "benchmarks are not compared.")
+        elif a != b:
+            if ea["n_items"] != eb["n_items"]:
+                st.info(f"A scored {ea['n_items']} items and B {eb['n_items']}: the delta below uses "
+                        "only the items both scored.")
             d = _compare_pair(a, b)
             if d.empty:
                 st.warning("These two evals share no items (different benchmarks, data or limits).")
@@ -351,8 +372,7 @@ def data_input(benchmark: str, key: str) -> str | None:
 def eval_form() -> None:
     st.caption("Queues one evaluation as a background job; a checkpoint that is still training is "
                "evaluated once its run finishes.")
-    runs = store().list_runs()
-    run_recs = {r["id"]: r for r in runs.to_dict("records")}
+    run_recs = checkpoint_runs(include_active=True)    # a running run is evaluated once it finishes
     c1, c2 = st.columns(2)
     with c1:
         source = st.radio("Model", ["Preset", "Checkpoint of a run", "Folder or hub id"], horizontal=True,
@@ -361,7 +381,9 @@ def eval_form() -> None:
             model = st.selectbox("Model preset", list(MODEL_PRESETS), key="ev_preset")
         elif source == "Checkpoint of a run":
             rid = st.selectbox("Run", list(run_recs), key="ev_run",
-                               format_func=lambda i: run_label(run_recs[i])) if run_recs else None
+                               format_func=lambda i: checkpoint_label(run_recs[i])) if run_recs else None
+            if not run_recs:
+                st.info("No run has a checkpoint yet (nor is one training).")
             model = f"run:{rid}" if rid else ""
         else:
             model = st.text_input("Model folder or Hugging Face id", key="ev_text")

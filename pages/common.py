@@ -11,8 +11,10 @@ from typing import Any, Iterable
 import pandas as pd
 import streamlit as st
 
+from lab import queries
 from lab.errors import LabError
-from lab.store import Store
+from lab.checkpoint import list_checkpoints
+from lab.store import ACTIVE, Store, clean_row
 
 WINDOW = 400  # tokens rendered at once: long texts are shown window by window
 
@@ -56,10 +58,52 @@ def reap() -> None:
 
 
 def run_label(r: dict[str, Any]) -> str:
-    """A run's label in pickers. Stable while the run progresses (no status in it): Streamlit
-    widgets keep their value through the label, so a changing label would reset them."""
+    """A run's label in pickers: its name first (the id when it has none), objective and
+    model. Stable while the run progresses (no status in it): Streamlit widgets keep their
+    value through the label, so a changing label would reset them."""
     name = r.get("name") or ""
-    return f"{r['id']} · {r['objective']} · {r['model']}" + (f" · {name}" if name else "")
+    return f"{name} · {r['objective']} · {r['model']} · {r['id']}" if name else \
+        f"{r['id']} · {r['objective']} · {r['model']}"
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts with missing values as None (never NaN: a NaN error column
+    would otherwise show as an error box saying "nan")."""
+    return [clean_row(r) for r in df.to_dict("records")]
+
+
+def checkpoint_steps(run_id: str) -> list[int]:
+    return [s for s, _ in list_checkpoints(data_dir(), run_id)]
+
+
+def checkpoint_label(r: dict[str, Any]) -> str:
+    """A run in a checkpoint picker: name (or id), objective, model and its checkpoint step."""
+    steps = r.get("checkpoint_steps") or []
+    where = f"checkpoint step {steps[-1]}" if steps else f"{r['status']}: checkpoint when it finishes"
+    name = r.get("name") or r["id"]
+    return f"{name} · {r['objective']} · {r['model']} · {where}" + (f" · {r['id']}" if r.get("name") else "")
+
+
+def checkpoint_runs(include_active: bool = False) -> dict[str, dict[str, Any]]:
+    """Training runs a model picker can offer, newest first: those with a complete checkpoint
+    (`checkpoint_steps` lists them), and with include_active also queued or running runs (an
+    evaluation of those waits for their final checkpoint). A run cancelled before its first
+    checkpoint is never offered."""
+    out = {}
+    for r in records(store().list_runs()):
+        r["checkpoint_steps"] = checkpoint_steps(r["id"])
+        if r["checkpoint_steps"] or (include_active and r["status"] in ACTIVE):
+            out[r["id"]] = r
+    return out
+
+
+def queue_places() -> dict[str, str]:
+    """Queued job id -> where it stands ("#2 in queue", or what it waits for)."""
+    try:
+        from jobs.queue import queue_positions     # the FIFO queue's own order, when present
+        return {k: p.text for k, p in queue_positions(store()).items()}
+    except ImportError:
+        return {rid: f"#{i} in queue" for i, rid in enumerate(queries.queued_in_creation_order(store()), 1)}
 
 
 def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
@@ -69,18 +113,17 @@ def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
     if objectives:
         runs = runs[runs["objective"].isin(list(objectives))]
     if table:
-        have = set(store().query(f"SELECT DISTINCT run_id FROM {table}")["run_id"])  # table from code
+        have = queries.run_ids_with_rows(store(), table)
         runs = runs[runs["id"].isin(have)]
     if runs.empty:
         st.info("No runs with this kind of data yet. Launch one on the **Launch** page.")
         return None
-    records = runs.to_dict("records")
-    ids = [r["id"] for r in records]
+    recs = {r["id"]: r for r in records(runs)}
+    ids = list(recs)
     wanted = st.query_params.get("run")
     index = ids.index(wanted) if wanted in ids else 0
-    choice = st.selectbox(label, ids, index=index, key=key,
-                          format_func=lambda i: run_label(next(r for r in records if r["id"] == i)))
-    return next(r for r in records if r["id"] == choice)
+    choice = st.selectbox(label, ids, index=index, key=key, format_func=lambda i: run_label(recs[i]))
+    return recs[choice]
 
 
 def pick_step_sample(run_id: str, table: str, key: str) -> tuple[int, int] | None:
@@ -110,6 +153,23 @@ def pick_logged_sample(table: str, key: str) -> tuple[dict[str, Any], int, int]:
     return run, picked[0], picked[1]
 
 
+# Absolute colour scales: the same shade means the same value on every page, model and text
+# (a relative scale painted tiny-random's near-constant 10.70 nats and 0.0005-nat gains dark).
+# column -> (value of the darkest shade, what it measures). Values above it saturate.
+SCALES = {"entropy": (5.0, "entropy of the prediction, nats"),
+          "nll": (10.0, "surprise: NLL of the true token, nats"),
+          "help": (1.0, "log-prob gain of the true token from the thoughts, nats"),
+          "up": (1.0, "log-prob gain of B over A, nats"),
+          "down": (1.0, "log-prob loss of B against A, nats")}
+
+
+def shown_step_caption(run: dict[str, Any], step: int, sample: int) -> None:
+    """Every per-token page names what it shows: the run, the training step and the sample."""
+    total = run.get("max_steps")
+    st.caption(f"Showing **step {step}**" + (f" of {total}" if total else "") + f", probe sample {sample}, of "
+               f"run **{run.get('name') or run['id']}** ({run['objective']}, {run['model']}).")
+
+
 def color_for(value: float | None, vmax: float, vmin: float = 0.0) -> str:
     """White → orange → red background for a value in [vmin, vmax]."""
     if value is None or pd.isna(value) or vmax <= vmin:
@@ -119,31 +179,51 @@ def color_for(value: float | None, vmax: float, vmin: float = 0.0) -> str:
     return f"rgb({r},{g},{b})"
 
 
+def scale_legend(value_col: str, vmax: float) -> str:
+    """A gradient bar from 0 to vmax with its unit, under a coloured text."""
+    what = SCALES.get(value_col, (vmax, value_col))[1]
+    stops = ", ".join(color_for(vmax * i / 4, vmax) for i in range(5))
+    return (f'<div style="display:flex;align-items:center;gap:8px;font-size:12px;color:#555;margin:4px 0 10px">'
+            f'<span>0</span><span style="width:160px;height:10px;border-radius:3px;'
+            f'background:linear-gradient(to right, {stops})"></span><span>{vmax:g}+</span>'
+            f'<span>colour = {html.escape(what)}</span></div>')
+
+
+def hover_text(r: dict[str, Any], tooltip_cols: Iterable[str]) -> str:
+    """A token's hover: its numbers, then the model's top alternatives with probabilities and
+    the rank of the true token (from the records' `extra`, when logged)."""
+    lines = [f"pos {r['position']}"] + [f"{c} = {r[c]:.3f}" for c in tooltip_cols
+                                        if c in r and r[c] is not None and not pd.isna(r[c])]
+    extra = r.get("extra")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except json.JSONDecodeError:
+            extra = None
+    if isinstance(extra, dict) and extra.get("top"):
+        lines.append(f"true token rank {extra.get('rank')}; top {len(extra['top'])}:")
+        lines += [f"  {alt!r} {p:.3f}" for alt, p in extra["top"]]
+    return "\n".join(lines)
+
+
 def token_html(tokens: pd.DataFrame, value_col: str, vmax: float | None = None,
                mark_col: str | None = None, selected: int | None = None,
                tooltip_cols: Iterable[str] = ("entropy", "nll", "prob")) -> str:
-    """Tokens as coloured spans (value_col → colour), optional bold outline on mark_col.
-    The colour scale spans the 2nd–98th percentile of the shown values, so differences stay
-    visible whether a model's entropies are all near 0 or all near log(vocab)."""
-    vals = tokens[value_col].dropna()
-    vmin = 0.0
-    if vmax is None and not vals.empty:
-        vmin, vmax = float(vals.quantile(0.02)), float(vals.quantile(0.98))
-        if vmax - vmin < 1e-9:
-            vmin = 0.0
-    vmax = vmax or 1.0
+    """Tokens as coloured spans (value_col → colour on its absolute SCALES range, or [0, vmax]),
+    an optional outline on mark_col, a legend, and a hover with the numbers and top-k."""
+    vmax = vmax or SCALES.get(value_col, (None,))[0] or float(tokens[value_col].max() or 1.0)
     parts = []
     for r in tokens.to_dict("records"):
         text = html.escape(str(r["token"])).replace("\n", "↵<br>")
-        tip = " ".join(f"{c}={r[c]:.3f}" for c in tooltip_cols if c in r and r[c] is not None and not pd.isna(r[c]))
-        style = f"background:{color_for(r.get(value_col), vmax, vmin)};padding:1px 0;border-radius:3px;"
+        style = f"background:{color_for(r.get(value_col), vmax)};padding:1px 0;border-radius:3px;"
         if mark_col and r.get(mark_col):
             style += "outline:2px solid #7b1fa2;font-weight:600;"
         if selected is not None and r["position"] == selected:
             style += "outline:3px solid #1565c0;"
-        parts.append(f'<span title="pos {r["position"]} {tip}" style="{style}">{text}</span>')
+        tip = html.escape(hover_text(r, tooltip_cols), quote=True).replace("\n", "&#10;")
+        parts.append(f'<span title="{tip}" class="tok" style="{style}">{text}</span>')
     return ('<div style="font-family:ui-monospace,monospace;font-size:14px;line-height:1.9;'
-            'white-space:pre-wrap;color:#222">' + "".join(parts) + "</div>")
+            'white-space:pre-wrap;color:#222">' + "".join(parts) + "</div>" + scale_legend(value_col, vmax))
 
 
 def windowed(tokens: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -157,10 +237,7 @@ def windowed(tokens: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def recent_step_time(run_id: str) -> float | None:
     """Mean duration of the run's last 10 steps (None before the first step is logged)."""
-    df = store().query("SELECT avg(value) AS t FROM (SELECT value FROM metrics WHERE run_id = ? AND "
-                       "name = 'step_time_s' ORDER BY step DESC LIMIT 10)", [run_id])
-    t = df["t"].iloc[0] if not df.empty else None
-    return None if t is None or pd.isna(t) else float(t)
+    return queries.recent_step_time(store(), run_id)
 
 
 PROGRESS = st.column_config.ProgressColumn("progress", min_value=0, max_value=1)

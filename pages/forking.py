@@ -6,14 +6,16 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from lab import queries
 from lab.entropy import LOW_ENTROPY
-from pages.common import pick_logged_sample, store, token_html, windowed
+from pages.common import pick_logged_sample, shown_step_caption, store, token_html, windowed
 
 st.title("Forking tokens")
 st.caption("High-entropy tokens are the 'forks' where the model decides what comes next; about 20 % "
            "of tokens carry most of the learning signal (Wang et al. 2025, arXiv:2506.01939).")
 
 run, step, sample = pick_logged_sample("tokens", "fork")
+shown_step_caption(run, step, sample)
 toks = store().tokens(run["id"], step, sample)
 ent = toks["entropy"].dropna()
 
@@ -36,25 +38,21 @@ with c1:
     fig.update_layout(showlegend=False, height=320, margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(fig, width="stretch")
 with c2:
-    hist = store().query(
-        "SELECT step, entropy FROM tokens WHERE run_id = ? AND entropy IS NOT NULL", [run["id"]])
+    hist = queries.entropy_values(store(), run["id"])
     fig = go.Figure()
     for s, g in hist.groupby("step"):
         fig.add_trace(go.Box(y=g["entropy"], name=str(s), boxpoints=False))
     fig.update_layout(title="Entropy over training (logged samples)", height=320, showlegend=False,
-                      xaxis_title="step", yaxis_title="entropy (nats)", margin=dict(l=10, r=10, t=40, b=10))
+                      xaxis_title="step", yaxis_title="entropy (nats)", margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_type="category")      # one tick per logged step, nothing in between
     st.plotly_chart(fig, width="stretch")
 
 steps = store().sample_steps(run["id"], "tokens")
 if len(steps) > 1:
     st.subheader("Do the forking positions move during training?")
-    ov = store().query(
-        """WITH f AS (SELECT step, sample, position FROM tokens WHERE run_id = ? AND forking)
-           SELECT a.step AS step_a, avg(CASE WHEN b.position IS NULL THEN 0 ELSE 1 END) AS overlap
-           FROM f a LEFT JOIN f b ON a.sample = b.sample AND a.position = b.position AND b.step = ?
-           GROUP BY a.step ORDER BY a.step""", [run["id"], steps[-1]])
-    fig = px.line(ov, x="step_a", y="overlap", markers=True,
-                  labels={"step_a": "step", "overlap": f"share of top-20 % positions shared with step {steps[-1]}"})
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=20, b=10), yaxis_range=[0, 1.05])
+    ov = queries.forking_overlap(store(), run["id"], steps[-1])
+    fig = px.line(ov, x="step_a", y="overlap", markers=True, labels={"step_a": "step", "overlap": "overlap"},
+                  title=f"Share of each step's top-20 % positions that are also top-20 % at step {steps[-1]}")
+    fig.update_layout(height=300, margin=dict(l=60, r=10, t=40, b=10), yaxis_range=[0, 1.05])
     st.plotly_chart(fig, width="stretch")
     st.caption("Samples are recorded on a fixed probe batch, so the same text is compared across steps.")

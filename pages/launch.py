@@ -6,7 +6,7 @@ import dataclasses
 import streamlit as st
 
 from jobs.manager import cli_command, gpu_count, submit, validate
-from lab.config import PRESETS, RunConfig
+from lab.config import PRESETS, RunConfig, preset_title, settings_help
 from lab.corpora import save_upload
 from lab.errors import LabError
 from lab.models import PRESETS as MODEL_PRESETS
@@ -18,8 +18,24 @@ st.caption("Every run is a background job: it keeps going if you close the page 
 read_only_banner()
 
 D = RunConfig()
-FIELDS = ["max_steps", "batch_size", "seq_len", "lr", "warmup_steps", "grad_accum", "grad_clip",
-          "weight_decay", "seed", "rho", "sample_every", "n_samples", "checkpoint_every", "corpus_docs"]
+HELP = settings_help(RunConfig)          # tooltips: the same text as `--help` and the README
+# Form label, and widget options, of each numeric setting; HELP decides which sit behind
+# the "Advanced" fold.
+LABELS = {"max_steps": ("Steps", dict(min_value=1, step=10)), "batch_size": ("Batch size", dict(min_value=1)),
+          "seq_len": ("Sequence length", dict(min_value=8, step=32)),
+          "lr": ("Learning rate", dict(min_value=0.0, format="%.2e")),
+          "warmup_steps": ("Warmup steps", dict(min_value=0)),
+          "rho": ("Forking-token share ρ (1 = all tokens)", dict(min_value=0.01, max_value=1.0, step=0.05)),
+          "sample_every": ("Record samples every N steps", dict(min_value=1)),
+          "checkpoint_every": ("Checkpoint every N steps (0 = end only)", dict(min_value=0)),
+          "corpus_docs": ("Built-in problems / max documents", dict(min_value=0)),
+          "seed": ("Seed", dict(min_value=0)),
+          "grad_accum": ("Gradient accumulation", dict(min_value=1)),
+          "grad_clip": ("Grad clip (0 = off)", dict(min_value=0.0)),
+          "weight_decay": ("Weight decay", dict(min_value=0.0)),
+          "n_samples": ("Samples recorded", dict(min_value=0)),
+          "log_every": ("Log a line every N steps", dict(min_value=1))}
+FIELDS = list(LABELS)
 for f in FIELDS + ["model_choice"]:
     st.session_state.setdefault(f"f_{f}", getattr(D, f, None) if f != "model_choice" else D.model)
 
@@ -48,8 +64,25 @@ def apply_preset() -> None:
         st.session_state[f"p_{values['objective']}_{k}"] = v if v is not None else ""
 
 
+def _param_inputs(objective: str, helps: dict, params: dict) -> None:
+    """One input per objective setting, labelled by name with its help as the tooltip."""
+    for name, h in helps.items():
+        default, key, tip = h["default"], f"p_{objective}_{name}", h["help"] or None
+        st.session_state.setdefault(key, default if default is not None else "")
+        if isinstance(default, bool):
+            params[name] = st.checkbox(name, key=key, help=tip)
+        elif isinstance(default, int):
+            params[name] = st.number_input(name, step=1, key=key, help=tip)
+        elif isinstance(default, float):
+            params[name] = st.number_input(name, format="%g", key=key, help=tip)
+        elif isinstance(default, str) or default is None:
+            params[name] = st.text_input(name, key=key, help=tip)
+
+
 st.selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
-             help="Fills the form with tested settings; you can still change any value.")
+             format_func=lambda k: k if k == "(custom)" else f"{preset_title(k)} · {k}",
+             help="Fills the form with tested settings; you can still change any value. The id after "
+                  "the dot is what `--preset` takes on the command line.")
 
 c1, c2 = st.columns(2)
 with c1:
@@ -105,56 +138,38 @@ with c1:
 
 with c2:
     st.subheader("Settings")
-    a, b = st.columns(2)
-    with a:
-        st.number_input("Steps", min_value=1, step=10, key="f_max_steps")
-        st.number_input("Batch size", min_value=1, key="f_batch_size")
-        st.number_input("Sequence length", min_value=8, step=32, key="f_seq_len")
-        st.number_input("Learning rate", min_value=0.0, format="%.2e", key="f_lr")
-        st.number_input("Warmup steps", min_value=0, key="f_warmup_steps")
-        st.number_input("Gradient accumulation", min_value=1, key="f_grad_accum")
-        st.number_input("Grad clip (0 = off)", min_value=0.0, key="f_grad_clip")
-    with b:
-        st.number_input("Forking-token share ρ (1 = all tokens)", min_value=0.01, max_value=1.0,
-                        step=0.05, key="f_rho", help="Train only on the top-ρ highest-entropy tokens.")
-        st.number_input("Record samples every N steps", min_value=1, key="f_sample_every")
-        st.number_input("Samples recorded", min_value=0, key="f_n_samples")
-        st.number_input("Checkpoint every N steps (0 = end only)", min_value=0, key="f_checkpoint_every")
-        st.number_input("Built-in problems / max documents", min_value=0, key="f_corpus_docs")
-        st.number_input("Seed", min_value=0, key="f_seed")
-        st.number_input("Weight decay", min_value=0.0, key="f_weight_decay")
+    basic = [f for f in FIELDS if not HELP[f]["advanced"]]
+    cols = st.columns(2)
+    for i, f in enumerate(basic):
+        label, opts = LABELS[f]
+        cols[i % 2].number_input(label, key=f"f_{f}", help=HELP[f]["help"], **opts)
     n_gpu = gpu_count()
     device = st.selectbox("Device", ["auto", "cpu", "gpu"] if n_gpu else ["auto", "cpu"], key="f_device",
-                          help="auto = a GPU when there is one, else the CPU.")
-    precision = st.selectbox("Mixed precision", ["auto", "bf16", "no"] + (["fp16"] if n_gpu else []),
-                             key="f_precision", help="auto = bf16 autocast where the hardware runs it "
-                             "natively (GPUs with bf16, AMX/AVX512-bf16 CPUs), else fp32 (no). "
-                             "Weights and optimizer state stay fp32.")
+                          help=HELP["device"]["help"])
     num_gpus = 1
-    if n_gpu:
-        num_gpus = st.number_input("GPUs for this job", 1, n_gpu, 1, key="f_num_gpus")
-    num_processes = st.number_input(
-        "Processes (data parallel)", 1, 256, 1, key="f_num_processes",
-        help="Ranks that each train on their own windows and average gradients: on CPU each takes a "
-             "CPU slot and its share of the cores (gloo); on GPU one process per GPU (NCCL).")
-    fsdp = st.checkbox("FSDP: shard the model over the GPUs", key="f_fsdp", disabled=not n_gpu,
-                       help="For models that do not fit one GPU (accelerate's FSDP plugin; NTP only). "
-                            "Needs GPUs: accelerate does not shard on CPU.")
+    with st.expander("Advanced settings"):
+        cols = st.columns(2)
+        for i, f in enumerate(f for f in FIELDS if HELP[f]["advanced"]):
+            label, opts = LABELS[f]
+            cols[i % 2].number_input(label, key=f"f_{f}", help=HELP[f]["help"], **opts)
+        precision = st.selectbox("Mixed precision", ["auto", "bf16", "no"] + (["fp16"] if n_gpu else []),
+                                 key="f_precision", help=HELP["mixed_precision"]["help"])
+        if n_gpu:
+            num_gpus = st.number_input("GPUs for this job", 1, n_gpu, 1, key="f_num_gpus",
+                                       help=HELP["num_gpus"]["help"])
+        num_processes = st.number_input("Processes (data parallel)", 1, 256, 1, key="f_num_processes",
+                                        help=HELP["num_processes"]["help"])
+        fsdp = st.checkbox("FSDP: shard the model over the GPUs", key="f_fsdp", disabled=not n_gpu,
+                           help=HELP["fsdp"]["help"])
     params = {}
     if obj_cls is not None and dataclasses.fields(obj_cls.Params):
+        phelp = settings_help(obj_cls.Params)
         with st.expander(f"{objective} settings", expanded=True):
-            for f in dataclasses.fields(obj_cls.Params):
-                default = f.default if f.default is not dataclasses.MISSING else None
-                key = f"p_{objective}_{f.name}"
-                st.session_state.setdefault(key, default if default is not None else "")
-                if isinstance(default, bool):
-                    params[f.name] = st.checkbox(f.name, key=key)
-                elif isinstance(default, int):
-                    params[f.name] = st.number_input(f.name, step=1, key=key)
-                elif isinstance(default, float):
-                    params[f.name] = st.number_input(f.name, format="%g", key=key)
-                elif isinstance(default, str) or default is None:
-                    params[f.name] = st.text_input(f.name, key=key)
+            _param_inputs(objective, {k: h for k, h in phelp.items() if not h["advanced"]}, params)
+        advanced = {k: h for k, h in phelp.items() if h["advanced"]}
+        if advanced:
+            with st.expander(f"Advanced {objective} settings"):
+                _param_inputs(objective, advanced, params)
 
 name = st.text_input("Run name (optional)", key="f_name")
 ss = st.session_state

@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from jobs.manager import submit_nt_reasoning
+from lab import queries
 from lab.errors import LabError
 from lab.models import PRESETS as MODEL_PRESETS
-from pages.common import data_dir, store
+from pages.common import checkpoint_label, checkpoint_runs, data_dir, store
 
 LEVELS = ["easy", "medium", "hard"]
 
@@ -22,8 +23,7 @@ st.caption("RPT's metric (Dong et al. 2025): positions of held-out built-in prob
            "accuracy: the argmax token is right. Reasoning accuracy: the model reasons, boxes a guess, "
            "and the guess is a byte-exact prefix of the text ending on a token boundary.")
 
-ev = store().query("SELECT id, run_id, model, mode, n_items, score, stderr, created_at, config "
-                   "FROM evals WHERE benchmark = 'nt-reasoning' ORDER BY created_at")
+ev = queries.evals_of_benchmark(store(), "nt-reasoning")
 if ev.empty:
     st.info("No next-token reasoning results yet. Start an evaluation below, or Launch an RPT run first.")
 else:
@@ -53,8 +53,7 @@ else:
     choices = {f"{r.model} · {r.mode}": r.id for r in ev[ev["model"].isin(shown)].itertuples()}
     if choices:
         pick = st.selectbox("Evaluation", list(choices), key="nta_pick")
-        items = store().query("SELECT item_id, correct, prediction, target, extra FROM eval_items "
-                              "WHERE eval_id = ?", [choices[pick]])
+        items = queries.item_rows(store(), [choices[pick]]).drop(columns=["eval_id"])
         extra = pd.DataFrame([json.loads(e or "{}") for e in items["extra"]])
         view = pd.concat([items.drop(columns=["extra"]), extra.drop(columns=["predictions"], errors="ignore")],
                          axis=1)
@@ -62,10 +61,11 @@ else:
 
 st.subheader("Evaluate a model")
 with st.form("nta_launch"):
-    runs = store().list_runs()
-    checkpoints = [f"run:{i}" for i in runs["id"]] if not runs.empty else []
+    runs = checkpoint_runs(include_active=True)     # a running run is evaluated once it finishes
+    names = {f"run:{i}": checkpoint_label(r) for i, r in runs.items()}
     c1, c2 = st.columns(2)
-    model = c1.selectbox("Model to evaluate", checkpoints + list(MODEL_PRESETS), key="nta_model")
+    model = c1.selectbox("Model to evaluate", list(names) + list(MODEL_PRESETS), key="nta_model",
+                         format_func=lambda m: names.get(m, m))
     reference = c2.selectbox("Fixed reference model (difficulty split)", list(MODEL_PRESETS), key="nta_ref",
                              help="Use the base model the run started from, so base and trained share the split.")
     c3, c4, c5 = st.columns(3)

@@ -10,10 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lab import playground as pg
-from lab.checkpoint import list_checkpoints
 from lab.errors import LabError
 from lab.models import PRESETS
-from pages.common import data_dir, run_label, store, token_html, windowed
+from pages.common import checkpoint_label, checkpoint_runs, data_dir, token_html, windowed
 
 EXAMPLE = ("Tom has 3 apples and buys 4 more apples at the market. How many apples does he have "
            "now? He has 3 + 4 = 7 apples.")
@@ -59,8 +58,8 @@ def _sample(kind: str, spec: str, data: str, text: str, position: int, **kw) -> 
 def model_picker(slot: str, default: str) -> str:
     """A model spec from a preset, a run checkpoint, or free text ("" when nothing is chosen).
     `default` is a preset, `run:ID` or any other spec."""
-    runs = store().list_runs().to_dict("records")
-    labels = {r["id"]: run_label(r) for r in runs}
+    runs = checkpoint_runs()                    # only runs with a checkpoint to load
+    labels = {i: checkpoint_label(r) for i, r in runs.items()}
     default_run = default[4:].split("@")[0] if default.startswith("run:") else None
     start = 0 if default in PRESETS else 1 if default_run in labels else 2
     source = st.radio("Source", SOURCES, horizontal=True, key=f"pg_{slot}_src", index=start)
@@ -74,9 +73,9 @@ def model_picker(slot: str, default: str) -> str:
         run_id = st.selectbox("Run", ids, key=f"pg_{slot}_run", format_func=labels.get,
                               index=ids.index(default_run) if default_run in ids else 0)
         if run_id is None:
-            st.info("No runs yet. Launch one on the **Launch** page.")
+            st.info("No run has a checkpoint yet. Launch one on the **Launch** page.")
             return ""
-        steps = [s for s, _ in list_checkpoints(data_dir(), run_id)]
+        steps = runs[run_id]["checkpoint_steps"]
         if len(steps) > 1:
             step = st.selectbox("Checkpoint step", ["latest"] + steps[::-1], key=f"pg_{slot}_step")
             return f"run:{run_id}" + ("" if step == "latest" else f"@{step}")
@@ -111,8 +110,7 @@ with c1:
 with c2:
     both = st.toggle("Compare with a second model (B)", key="pg_compare",
                      help="Typically the base model as A and a trained checkpoint as B.")
-    with_ckpt = (r for r in store().list_runs()["id"] if list_checkpoints(data_dir(), r))  # newest first
-    default_b = st.query_params.get("model_b") or next((f"run:{r}" for r in with_ckpt), "tiny-random")
+    default_b = st.query_params.get("model_b") or next((f"run:{r}" for r in checkpoint_runs()), "tiny-random")
     spec_b = model_picker("b", default_b) if both else None
 
 with st.expander("Take the text from a GSM8K or CommonsenseQA item"):
@@ -150,9 +148,14 @@ if not text.strip():
     st.stop()
 
 
+def signed_delta(x: float, digits: int = 4) -> str | None:
+    """A metric delta, or None when it rounds to zero (no red "↓ -0.0000")."""
+    return None if round(float(x), digits) == 0 else f"{float(x):+.{digits}f}"
+
+
 # ---- per-token views ------------------------------------------------------------------------
 
-def token_view(toks, window, vmax: float | None = None) -> None:
+def token_view(toks, window) -> None:
     """The Forking-tokens view of one model's table: metrics and coloured tokens."""
     s = pg.summary(toks)
     m = st.columns(4)
@@ -161,7 +164,7 @@ def token_view(toks, window, vmax: float | None = None) -> None:
     m[2].metric("Mean NLL", f"{s['mean_nll']:.3f}", help="nats: −log p of the true token")
     m[3].metric("Top-1 hits", f"{s['top1']:.0%}", help="share of tokens that were the model's top guess")
     shown = toks[toks["position"].isin(window)]
-    st.markdown(token_html(shown, colour, vmax=vmax, mark_col="forking",
+    st.markdown(token_html(shown, colour, mark_col="forking",
                            selected=st.session_state.get("pg_pos"),
                            tooltip_cols=("entropy", "prob", "nll", "top_prob")),
                 unsafe_allow_html=True)
@@ -204,8 +207,11 @@ if a is None:
 res_a, pm_a, toks_a = a
 win = windowed(toks_a, "pg")["position"].tolist()
 positions = toks_a["position"].tolist()[1:]
-if st.session_state.get("pg_pos") not in positions:     # a new text: start at its biggest fork
+# A new text (or model) starts at its biggest fork: a position number kept from the old text
+# would name a different token there.
+if st.session_state.get("pg_pos_for") != (res_a, text) or st.session_state.get("pg_pos") not in positions:
     st.session_state["pg_pos"] = pg.default_position(toks_a)
+    st.session_state["pg_pos_for"] = (res_a, text)
 qs_tables: dict[str, object] = {}
 
 if b is None:
@@ -217,16 +223,15 @@ if b is None:
                             on="position", how="left")
 else:
     res_b, pm_b, toks_b = b
-    # one colour scale for both models, so equal shades mean equal values
-    vmax = max(float(t[colour].dropna().quantile(0.98)) for t in (toks_a, toks_b)) or 1.0
+    # token_html's scales are absolute: equal shades mean equal values in A and B
     ca, cb = st.columns(2)
     with ca:
         st.markdown(f"**A** · `{res_a}`")
-        token_view(toks_a, win, vmax)
+        token_view(toks_a, win)
         qs_tables["A"] = thoughts_view(res_a, pm_a, toks_a, win, "A")
     with cb:
         st.markdown(f"**B** · `{res_b}`")
-        token_view(toks_b, win, vmax)
+        token_view(toks_b, win)
         qs_tables["B"] = thoughts_view(res_b, pm_b, toks_b, win, "B")
     try:
         diff = pg.compare(toks_a, toks_b)
@@ -236,13 +241,12 @@ else:
     st.subheader("Differences, B − A")
     shown = diff[diff["position"].isin(win)].assign(
         up=diff["logp_gain"].clip(lower=0), down=(-diff["logp_gain"]).clip(lower=0))
-    vmax = float(diff["logp_gain"].abs().quantile(0.98)) or 1.0     # one scale for both strips
     tips = ("prob_gain", "logp_gain", "entropy_change")
     d1, d2 = st.columns(2)
     d1.markdown("**B gives the true token more probability** (darker = larger log-prob gain)")
-    d1.markdown(token_html(shown, "up", vmax=vmax, tooltip_cols=tips), unsafe_allow_html=True)
+    d1.markdown(token_html(shown, "up", tooltip_cols=tips), unsafe_allow_html=True)
     d2.markdown("**B gives it less probability**")
-    d2.markdown(token_html(shown, "down", vmax=vmax, tooltip_cols=tips), unsafe_allow_html=True)
+    d2.markdown(token_html(shown, "down", tooltip_cols=tips), unsafe_allow_html=True)
     bars = [("prob_gain", "Δ probability of the true token", ("#2e7d32", "#c62828")),   # better / worse
             ("entropy_change", "Δ entropy (nats)", ("#ef6c00", "#1565c0"))]          # less / more sure
     for col, (y, title, (up, down)) in zip(st.columns(2), bars):
@@ -278,7 +282,7 @@ if qs is not None:
     row = qs.set_index("position").loc[pos]
     m = st.columns(3)
     m[0].metric("Quiet-STaR: p(next), no thought", f"{row['base_prob']:.4f}")
-    m[1].metric("…mixed with the thoughts", f"{row['mixed_prob']:.4f}", delta=f"{row['prob_gain']:+.4f}")
+    m[1].metric("…mixed with the thoughts", f"{row['mixed_prob']:.4f}", delta=signed_delta(row["prob_gain"]))
     m[2].metric("Mixing weight w", f"{row['w']:.3f}")
     st.dataframe(row["thoughts"], hide_index=True, width="stretch")
 
@@ -296,8 +300,13 @@ with tab_rlp:
             with st.spinner("Sampling thoughts…"):
                 s = _sample(*args, **kw)
             m = st.columns(3)
-            m[0].metric("p(true token), no thought", f"{s.info['no_thought_prob']:.4f}")
-            m[1].metric("Mean reward (nats)", f"{s.info['mean_reward']:+.3f}")
+            m[0].metric("p(true token), empty thought", f"{s.info['no_thought_prob']:.4f}",
+                        help="Under RLP's prompt (system prompt, then the text, then an empty "
+                             "<think></think>), so it differs from the per-token table's p = "
+                             f"{by_pos.loc[pos, 'prob']:.4f}, which reads the plain text.")
+            m[1].metric("Mean reward (nats)", f"{s.info['mean_reward']:+.3f}",
+                        help="Reward = log p(true token | thought) − log p(true token | empty thought), "
+                             "in nats: +0.69 means the thought doubled the token's probability.")
             m[2].metric("Best reward (nats)", f"{s.rows['reward'].max():+.3f}")
             st.dataframe(s.rows.sort_values("reward", ascending=False), hide_index=True, width="stretch",
                          column_config={"thought": st.column_config.TextColumn(width="medium"),

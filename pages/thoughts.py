@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import pick_logged_sample, store, token_html, windowed
+from pages.common import pick_logged_sample, shown_step_caption, store, token_html, windowed
 
 st.title("Thoughts")
 st.caption("What the model thought before each token, how each thought was rewarded, and how it "
            "changed the prediction of the true next token.")
 
 run, step, sample = pick_logged_sample("thoughts", "th")
+shown_step_caption(run, step, sample)
 th = store().thoughts(run["id"], step, sample)
 toks = store().tokens(run["id"], step, sample)
 
@@ -36,9 +38,20 @@ if not toks.empty:
                 "before them" + (" — chosen as the highest-entropy positions of the micro-batch "
                                  "(thought_positions=forking); `entropy` in the tooltip is why" if forking else "")
                 + ". Hover for numbers.")
-    st.markdown(token_html(windowed(view, "th"), "help", mark_col="thought",
+    shown = windowed(view, "th")
+    st.markdown(token_html(shown, "help", mark_col="thought",
                            tooltip_cols=("gain", "entropy", "nll")),
                 unsafe_allow_html=True)
+    gains = shown.dropna(subset=["gain"])
+    if not gains.empty:
+        fig = go.Figure(go.Bar(x=gains["position"], y=gains["gain"], customdata=gains["token"],
+                               marker_color=["#2e7d32" if g >= 0 else "#c62828" for g in gains["gain"]],
+                               hovertemplate="pos %{x} %{customdata}: %{y:+.4f} nats<extra></extra>"))
+        fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="token position",
+                          yaxis_title="nats", title="Information gain per token: log p(token | thoughts) "
+                                                    "− log p(token | no thought)")
+        st.plotly_chart(fig, width="stretch", key="th_gain")
+        st.caption("Above 0 (green): the thoughts made the true token likelier; below 0 (red): less likely.")
 
 c1, c2 = st.columns(2)
 valid = per_pos.dropna(subset=["gain"])

@@ -92,7 +92,7 @@ def test_launch_page_validates_and_shows_command(filled, monkeypatch):
 
 def test_launch_page_starts_a_job(filled, monkeypatch, tmp_path):
     at = page("pages/launch.py", tmp_path, monkeypatch)
-    at.selectbox(key="preset").set_value("quick CPU demo (tiny-random, 30 steps)").run()
+    at.selectbox(key="preset").set_value("quick-cpu").run()
     at.number_input(key="f_max_steps").set_value(2).run()
     at.number_input(key="f_seq_len").set_value(32).run()
     at.button[1].click().run()       # Launch
@@ -106,7 +106,7 @@ def test_launch_page_starts_a_job(filled, monkeypatch, tmp_path):
 
 def test_objective_preset_fills_objective_and_its_settings(tmp_path, monkeypatch):
     at = page("pages/launch.py", tmp_path, monkeypatch)
-    at.selectbox(key="preset").set_value("Quiet-STaR on SmolLM2-135M, CPU demo (~30 s/step)").run()
+    at.selectbox(key="preset").set_value("quiet-star-cpu").run()
     assert not at.exception
     assert at.selectbox(key="f_objective").value == "quiet-star"
     assert at.number_input(key="p_quiet-star_n_ahead").value == 8
@@ -118,18 +118,18 @@ def test_objective_preset_fills_objective_and_its_settings(tmp_path, monkeypatch
 def test_a_preset_leaves_nothing_behind_from_the_one_before(tmp_path, monkeypatch):
     from lab.config import PRESETS, RunConfig
     at = page("pages/launch.py", tmp_path, monkeypatch)
-    at.selectbox(key="preset").set_value("RPT on SmolLM2-135M, CPU demo (10 warm-up steps)").run()
+    at.selectbox(key="preset").set_value("rpt-cpu").run()
     assert at.selectbox(key="f_objective").value == "rpt"
     assert at.number_input(key="p_rpt_group_size").value == 8
     at.number_input(key="p_rpt_group_size").set_value(3).run()        # a user's own changes
     at.number_input(key="p_rpt_top_k").set_value(5).run()
-    quick = "quick CPU demo (tiny-random, 30 steps)"
+    quick = "quick-cpu"
     at.selectbox(key="preset").set_value(quick).run()
     assert not at.exception
     assert at.selectbox(key="f_objective").value == "ntp"               # as `--preset` gives
     expected = {**RunConfig().to_dict(), **PRESETS[quick]}
     assert at.number_input(key="f_n_samples").value == expected["n_samples"]
     assert at.number_input(key="f_warmup_steps").value == expected["warmup_steps"]
-    at.selectbox(key="preset").set_value("RPT on SmolLM2-135M, CPU demo (10 warm-up steps)").run()
+    at.selectbox(key="preset").set_value("rpt-cpu").run()
     assert at.number_input(key="p_rpt_group_size").value == 8           # preset value again
     assert at.number_input(key="p_rpt_top_k").value == 16               # default restored

@@ -16,7 +16,7 @@ def test_launch_from_form_and_watch_the_curve(tmp_path):
     with lab_server(tmp_path) as url, browser_page() as page:
         page.goto(url)
         page.get_by_text("Launch a training run").wait_for()
-        choose(page, "Preset", "quick CPU demo (tiny-random, 30 steps)")
+        choose(page, "Preset", "quick CPU demo (tiny-random, 30 steps) · quick-cpu")
         set_number(page, "Steps", 8)
         set_number(page, "Sequence length", 32)
         shot(page, "launch_form")

@@ -50,7 +50,7 @@ def test_walk_every_page(tmp_path, monkeypatch):
         page.goto(url)
         page.get_by_text("Launch a training run").wait_for()
         # Launch from a preset, long enough to watch and cancel.
-        choose(page, "Preset", "quick CPU demo (tiny-random, 30 steps)")
+        choose(page, "Preset", "quick CPU demo (tiny-random, 30 steps) · quick-cpu")
         set_number(page, "Steps", 400)
         set_number(page, "Sequence length", 32)
         page.get_by_role("button", name="Launch").click()

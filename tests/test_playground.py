@@ -278,3 +278,20 @@ def test_browser_types_text_and_sees_coloured_tokens(tmp_path):
         wait_idle(p)
         assert p.locator('[data-testid="stException"]').count() == 0
         shot(p, "playground")
+
+
+def test_a_new_text_moves_the_position_picker_to_a_token_of_that_text(tmp_path, monkeypatch, tiny):
+    at = page(tmp_path, monkeypatch, model="tiny-random")
+    at.text_area(key="pg_text").set_value(TEXT).run()
+    at.selectbox(key="pg_pos").set_value(4).run()
+    new = "The committee will vote on the budget next week after a long debate."
+    at.text_area(key="pg_text").set_value(new).run()
+    assert not at.exception
+    table = pg.token_table(tiny, new)
+    pos = at.selectbox(key="pg_pos").value
+    assert pos == pg.default_position(table)               # not the old text's position 4
+    shown = at.selectbox(key="pg_pos").format_func(pos)
+    assert shown.startswith(f"{pos}: {table.set_index('position').loc[pos, 'token']!r}")
+    context = next(m.value for m in at.markdown if m.value.startswith("**Context**"))
+    assert table.set_index("position").loc[pos, "token"] in context
+    assert not [m for m in at.metric if "-0.0000" in str(m.proto.delta)]

@@ -1,10 +1,11 @@
+import json
 import multiprocessing as mp
 
 import duckdb
 import pytest
 
 from lab.errors import LabError
-from lab.store import Store
+from lab.store import Store, now
 
 
 def test_runs_metrics_tokens_thoughts_roundtrip(data_dir):
@@ -149,3 +150,58 @@ def test_a_database_from_before_the_phase_column_is_upgraded(data_dir):
     s = Store(data_dir)
     s.update_run("old", phase="loading")
     assert s.get_run("old")["phase"] == "loading" and s.get_run("old")["status"] == "finished"
+
+
+def test_lab_code_reads_only_through_named_queries():
+    """Pages, jobs and lab modules hold no SQL reads: SELECTs live in lab/store.py and
+    lab/queries.py only, and nobody else calls Store.query()."""
+    from conftest import ROOT
+    layer = {ROOT / "lab" / "store.py", ROOT / "lab" / "queries.py"}
+    sources = [p for d in ("lab", "jobs", "pages") for p in (ROOT / d).rglob("*.py")] + [ROOT / "app.py"]
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in sources if p not in layer
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "SELECT " in line or ".query(" in line]
+    assert offenders == []
+
+
+def test_reads_never_write(data_dir):
+    s = Store(data_dir)                                # a writable folder: its database is made here
+    rid = s.create_run(config={"objective": "ntp", "model": "m"})
+
+    def no_write():
+        raise AssertionError("a read opened a write session")
+    s.write = no_write
+    assert s.get_run(rid)["objective"] == "ntp"
+    assert s.list_runs()["id"].tolist() == [rid] and s.metrics([rid]).empty
+    fresh = data_dir / "fresh"
+    fresh.mkdir()
+    t = Store(fresh)
+    t.write = no_write
+    assert t.list_runs().empty
+
+
+def test_every_run_update_rejects_unknown_fields(data_dir):
+    s = Store(data_dir)
+    rid = s.create_run(config={"objective": "ntp"})
+    for update in (lambda: s.update_run(rid, stauts="finished"),
+                   lambda: s.set_status_if(rid, ["queued"], stauts="finished"),
+                   lambda: s.append({}, run_update={"stauts": "finished"}, run_id=rid)):
+        with pytest.raises(ValueError, match="stauts"):
+            update()
+    assert s.get_run(rid)["status"] == "queued"
+
+
+def test_save_evals_replaces_a_retried_eval(data_dir):
+    s = Store(data_dir)
+
+    def save(score, items):
+        s.save_evals([{"id": "e1", "run_id": None, "model": "m", "benchmark": "csqa", "mode": "loglik",
+                       "n_items": len(items), "score": score, "stderr": None, "created_at": now(),
+                       "config": {"metric": "acc"}}],
+                     [{"eval_id": "e1", "item_id": i, "correct": c, "prediction": "", "target": "",
+                       "extra": {}} for i, c in items])
+    save(0.5, [("a", 1.0), ("b", 0.0)])
+    save(1.0, [("a", 1.0)])
+    ev = s.query("SELECT id, score, config FROM evals")
+    assert ev["score"].tolist() == [1.0] and json.loads(ev["config"][0]) == {"metric": "acc"}
+    assert s.query("SELECT item_id FROM eval_items")["item_id"].tolist() == ["a"]

@@ -17,6 +17,11 @@
 | level (corpus `builtin:easy`, for the mini models; test items never share an arithmetic     |
 | chain with the training split, lab/mathgen.py)                                              |
 
+Each benchmark is one record of BENCHMARKS: its data, mode, generation budget, whether
+higher is better, and its `Scoring` (lab/evaluation/scoring.py: the scoring function, the
+primary metric's name, per-item secondary metrics, passes per item). A record without an
+explicit scoring gets its data kind's (SCORING_BY_DATA).
+
 Items are taken in file (or generator) order; `limit` keeps the first N, so two evals
 with the same data and limit score the same items and can be compared pair by pair.
 """
@@ -29,7 +34,12 @@ from typing import Any
 
 from lab import mathgen
 from lab.errors import LabError
-from lab.evaluation import extract, prompts
+from lab.evaluation import extract, prompts, scoring
+from lab.evaluation.scoring import Scoring
+
+# The scoring of benchmarks that do not name one: every generator math benchmark and every
+# held-out NLL benchmark is scored the same way.
+SCORING_BY_DATA = {"builtin-math": scoring.MATH, "corpus": scoring.HELDOUT_NLL}
 
 
 @dataclass(frozen=True)
@@ -42,16 +52,31 @@ class Benchmark:
     split: str = ""      # built-in math split
     level: str = "standard"  # built-in generator level (lab.mathgen.LEVELS)
     description: str = ""
+    scoring: Scoring | None = None   # None: SCORING_BY_DATA[data]
+    chance: float | None = None      # the score of guessing at random (drawn on score charts)
+
+    def __post_init__(self) -> None:
+        if self.scoring is None:
+            object.__setattr__(self, "scoring", SCORING_BY_DATA[self.data])
+
+    @property
+    def metric(self) -> str:
+        return self.scoring.metric
+
+    @property
+    def generates(self) -> bool:
+        """Whether scoring generates text (slow) rather than only scoring given text."""
+        return self.max_new_tokens > 0
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("gsm8k", "direct", "gsm8k", 32,
+    Benchmark("gsm8k", "direct", "gsm8k", 32, scoring=scoring.GSM8K,
               description="GSM8K, zero-shot direct answer; exact match on the final number"),
-    Benchmark("gsm8k-cot", "cot", "gsm8k", 256,
+    Benchmark("gsm8k-cot", "cot", "gsm8k", 256, scoring=scoring.GSM8K_COT,
               description="GSM8K, zero-shot chain of thought (two stages); exact match"),
-    Benchmark("csqa", "loglik", "csqa", 0,
+    Benchmark("csqa", "loglik", "csqa", 0, scoring=scoring.CSQA, chance=0.2,
               description="CommonsenseQA, choice with the highest log-likelihood"),
-    Benchmark("csqa-gen", "gen", "csqa", 8,
+    Benchmark("csqa-gen", "gen", "csqa", 8, scoring=scoring.CSQA_GEN, chance=0.2,
               description="CommonsenseQA, generated letter; exact match"),
     Benchmark("math-test", "gen", "builtin-math", 128, split="test",
               description="Built-in math problems, in-distribution (2-4 steps)"),

@@ -85,7 +85,7 @@ class EvalSpec:
         if self.device not in DEVICES:
             out.append(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
         if self.benchmark in BENCHMARKS:
-            if self.reference and self.benchmark not in HELDOUT_BENCHMARKS:
+            if self.reference and not BENCHMARKS[self.benchmark].scoring.uses_reference:
                 out.append("reference (the entropy model) is used by heldout-nll only")
             if self.data is not None and not isinstance(self.data, str):
                 out.append(f"data must be a path or hf:NAME (got {self.data!r})")

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import queries
 from lab.errors import LabError
 from lab.experiments.plan import ExperimentPlan, make_plan, materialise
 from lab.experiments.spec import ExperimentSpec, load_spec
@@ -137,8 +138,7 @@ def cancel(exp_id: str, data_dir: str | Path = "data") -> int:
         while driver_alive(data_dir, exp_id) and time.monotonic() < end:
             time.sleep(0.2)
     store = Store(data_dir)
-    active = store.query("SELECT id FROM runs WHERE experiment = ? AND status IN ('queued', 'running')",
-                         [exp_id])["id"].tolist()
+    active = queries.active_job_ids(store, exp_id)
     for rid in active:
         cancel_job(rid, data_dir)
     if read_state(data_dir, exp_id).get("state") in ("planning", "creating jobs"):
@@ -164,8 +164,7 @@ def submit_plan(plan: ExperimentPlan, data_dir: str | Path, start: bool = False)
 
 def unstarted(store: Store, exp_id: str):
     """The experiment's queued jobs whose supervisor was never started, in plan order."""
-    return store.query("SELECT id, kind, config FROM runs WHERE experiment = ? AND status = 'queued' "
-                       "AND pid IS NULL ORDER BY created_at, id", [exp_id])
+    return queries.unstarted_jobs(store, exp_id)
 
 
 def drive(exp_id: str, data_dir: str | Path) -> int:
@@ -197,7 +196,7 @@ def drive(exp_id: str, data_dir: str | Path) -> int:
         waiting = unstarted(store, exp_id)
         if waiting.empty:
             break
-        runs = store.query("SELECT id, status, pid FROM runs WHERE experiment = ?", [exp_id])
+        runs = queries.experiment_jobs(store, exp_id)[["id", "status", "pid"]]
         status = dict(zip(runs["id"], runs["status"]))
         started = int(((runs["status"] == "running") | ((runs["status"] == "queued") & runs["pid"].notna())).sum())
         for r in waiting.to_dict("records"):

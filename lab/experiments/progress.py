@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lab import queries
 from lab.experiments.driver import driver_alive, read_state
 from lab.store import ACTIVE, Store, now
 
@@ -97,8 +98,8 @@ def experiment_progress(store: Store, experiment_id: str, parallel: int | None =
     """Where an experiment stands (see the module docstring)."""
     from lab.experiments.driver import unstarted
     state = read_state(store.data_dir, experiment_id)
-    jobs = store.query("SELECT id, kind, status, step, max_steps, started_at, finished_at, config "
-                       "FROM runs WHERE experiment = ? ORDER BY created_at, id", [experiment_id])
+    jobs = queries.experiment_jobs(store, experiment_id)[
+        ["id", "kind", "status", "step", "max_steps", "started_at", "finished_at", "config"]]
     if jobs.empty or state.get("state") == "failed":
         st = state.get("state", "planning")
         return ExperimentProgress("failed" if st == "failed" else "planning", 0.0, None, len(jobs), 0, 0, 0,
@@ -107,12 +108,7 @@ def experiment_progress(store: Store, experiment_id: str, parallel: int | None =
     jobs["max_flops"] = [float(c.get("max_flops") or 0.0) for c in cfgs]
     jobs["category"] = [_category(c) for c in cfgs]
     running = jobs[(jobs["status"] == "running") & (jobs["kind"] == "train")]["id"].tolist()
-    fl = {}
-    if running:
-        marks = ", ".join("?" for _ in running)
-        m = store.query(f"SELECT run_id, max(flops) AS flops FROM metrics WHERE run_id IN ({marks}) "
-                        "GROUP BY run_id", running)
-        fl = dict(zip(m["run_id"], m["flops"].fillna(0.0)))
+    fl = queries.max_flops(store, running)
     fractions = job_fractions(jobs, fl)
     frac, eta = estimate(jobs, fractions, pd.Timestamp(now()), parallel or _parallel())
     active = jobs["status"].isin(ACTIVE)

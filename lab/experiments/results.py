@@ -7,17 +7,18 @@ model), `seed` (None for a base shared by every seed), `checkpoint_step`, `is_fi
 run's last checkpoint), `thought_mode`, `matched` (the arm whose final step count this
 checkpoint matches: the reference's matched-steps checkpoints; "" otherwise), `metric` and
 `primary` (the benchmark's own score, or a per-item secondary metric such as answer_nll).
-Every SELECT of the experiment pages lives in the functions of this module.
+Its SQL lives in lab/queries.py.
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
+from lab import queries
 from lab.evaluation import BENCHMARKS
 from lab.experiments.driver import experiments_dir, read_state, stored_spec
 from lab.store import Store
@@ -35,13 +36,7 @@ def experiments(store: Store) -> pd.DataFrame:
     """One row per experiment, newest first: id, title, state, created_at, jobs, active,
     failed, arms, model. Experiments with a stored spec appear as soon as they are launched,
     before their jobs exist."""
-    runs = store.query(
-        "SELECT experiment AS id, min(created_at) AS created_at, count(*) AS jobs, "
-        "sum(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END) AS active, "
-        "sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, "
-        "string_agg(DISTINCT CASE WHEN kind = 'train' THEN objective END, ', ') AS objectives, "
-        "min(CASE WHEN kind = 'train' THEN model END) AS model "
-        "FROM runs WHERE experiment <> '' GROUP BY experiment")
+    runs = queries.experiment_job_counts(store)
     rows = {r["id"]: {**r, "title": "", "state": ""} for r in runs.to_dict("records")}
     folder = experiments_dir(store.data_dir)
     for path in (folder.glob("*.yaml") if folder.exists() else []):
@@ -63,10 +58,7 @@ def experiments(store: Store) -> pd.DataFrame:
 
 def experiment_runs(store: Store, experiment_id: str) -> pd.DataFrame:
     """Every job of an experiment in plan order, with its arm, seed and status."""
-    df = store.query(
-        "SELECT id, kind, name, objective, model, status, step, max_steps, error, phase, created_at, "
-        "started_at, finished_at, config FROM runs WHERE experiment = ? ORDER BY created_at, id",
-        [experiment_id])
+    df = queries.experiment_jobs(store, experiment_id).drop(columns=["pid"])
     cfgs = [json.loads(c or "{}") for c in df.pop("config")]
     df["arm"] = [_job_arm(c) for c in cfgs]
     df["seed"] = pd.array([_job_seed(c) for c in cfgs], dtype="Int64")
@@ -91,13 +83,7 @@ def _job_seed(cfg: dict) -> int | None:
 def compute_table(store: Store, experiment_id: str) -> pd.DataFrame:
     """Per training run: arm, seed, steps done, cumulative training FLOPs, the FLOP budget and
     the share of it used (what a comparison at matched compute actually matched)."""
-    runs = store.query(
-        "SELECT r.id AS run_id, r.objective, r.status, r.config, m.steps, m.flops, m.wall "
-        "FROM runs r LEFT JOIN (SELECT run_id, max(step) AS steps, max(flops) AS flops, "
-        "max(wall_time) AS wall FROM metrics "
-        "  WHERE run_id IN (SELECT id FROM runs WHERE experiment = ?) GROUP BY run_id) m "
-        "ON m.run_id = r.id WHERE r.experiment = ? AND r.kind = 'train' ORDER BY r.created_at, r.id",
-        [experiment_id, experiment_id])
+    runs = queries.experiment_train_totals(store, experiment_id)
     cfgs = [json.loads(c or "{}") for c in runs.pop("config")]
     runs.insert(1, "arm", [c.get("arm") or c.get("objective", "") for c in cfgs])
     runs.insert(2, "seed", pd.array([_job_seed(c) for c in cfgs], dtype="Int64"))
@@ -123,42 +109,33 @@ def titles(store: Store, experiment_id: str) -> dict[str, str]:
 def experiment_results(store: Store, experiment_id: str) -> pd.DataFrame:
     """Every finished evaluation of the experiment (its eval jobs, and any eval of its
     trained runs), one row per metric; columns RESULT_COLUMNS."""
-    where = ("(json_extract_string(e.config, '$.spec.extra.experiment') = ? "
-             "OR e.id IN (SELECT id FROM runs WHERE experiment = ? AND kind = 'eval') "
-             "OR e.run_id IN (SELECT id FROM runs WHERE experiment = ? AND kind = 'train'))")
-    return _results(store, where, [experiment_id] * 3, titles(store, experiment_id))
+    return _results(store, queries.eval_result_rows(store, experiment=experiment_id),
+                    titles(store, experiment_id))
 
 
 def results_for_evals(store: Store, eval_ids: Sequence[str]) -> pd.DataFrame:
     """The same table for any set of evals (the page's 'individual evals' view)."""
     if not eval_ids:
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    marks = ", ".join("?" for _ in eval_ids)
-    return _results(store, f"e.id IN ({marks})", list(eval_ids), {})
+    return _results(store, queries.eval_result_rows(store, eval_ids=eval_ids), {})
 
 
 def evals_of_run(store: Store, run_id: str) -> list[str]:
-    return store.query("SELECT id FROM evals WHERE run_id = ? ORDER BY created_at", [run_id])["id"].tolist()
+    return queries.eval_ids_of_run(store, run_id)
 
 
 def all_evals(store: Store) -> pd.DataFrame:
     """Every eval, newest first: id, model, benchmark, score, n_items, thought_mode, created_at."""
-    df = store.query("SELECT id, model, benchmark, score, n_items, config, created_at FROM evals "
-                     "ORDER BY created_at DESC")
+    df = queries.all_evals(store)
     df["thought_mode"] = [json.loads(c or "{}").get("spec", {}).get("thought_mode", "none")
                           for c in df.pop("config")]
     return df
 
 
-def _results(store: Store, where: str, params: list[Any], names: dict[str, str]) -> pd.DataFrame:
-    ev = store.query(
-        "SELECT e.id AS eval_id, e.run_id, e.model, e.benchmark, e.mode, e.n_items AS n, e.score, "
-        "e.stderr, e.config, e.created_at, r.objective, r.config AS run_config "
-        f"FROM evals e LEFT JOIN runs r ON r.id = e.run_id WHERE {where} "
-        "ORDER BY e.created_at, e.id", params)
+def _results(store: Store, ev: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     if ev.empty:
         return pd.DataFrame(columns=RESULT_COLUMNS)
-    flops = _flops_at(store, sorted(set(ev["run_id"].dropna())))
+    flops = queries.flops_by_step(store, sorted(set(ev["run_id"].dropna())))
     rows = []
     for r in ev.to_dict("records"):
         cfg = json.loads(r["config"] or "{}")
@@ -209,22 +186,12 @@ def display_label(names: dict[str, str], arm: str, thought_mode: str = "none", m
     return text + ("" if thought_mode == "none" else f" +{thought_mode}")
 
 
-def _flops_at(store: Store, run_ids: list[str]) -> pd.DataFrame:
-    if not run_ids:
-        return pd.DataFrame(columns=["run_id", "step", "flops"])
-    marks = ", ".join("?" for _ in run_ids)
-    return store.query(f"SELECT run_id, step, max(flops) AS flops FROM metrics WHERE run_id IN ({marks}) "
-                       "GROUP BY run_id, step ORDER BY run_id, step", run_ids)
-
-
 def item_values(store: Store, eval_ids: Sequence[str]) -> pd.DataFrame:
     """Per item of these evals: eval_id, item_id, correct (the primary score) and `metrics`
     (the per-item secondary metrics, a dict)."""
     if not eval_ids:
         return pd.DataFrame(columns=["eval_id", "item_id", "correct", "metrics"])
-    marks = ", ".join("?" for _ in eval_ids)
-    df = store.query("SELECT eval_id, item_id, correct, json_extract(extra, '$.metrics') AS metrics "
-                     f"FROM eval_items WHERE eval_id IN ({marks})", list(eval_ids))
+    df = queries.item_metrics(store, eval_ids)
     df["metrics"] = [json.loads(m) if isinstance(m, str) else {} for m in df["metrics"]]
     return df
 
@@ -234,7 +201,7 @@ def item_prompts(store: Store, eval_id: str, item_ids: list[str]) -> dict[str, s
     file / generator order, so the same spec gives the same prompts)."""
     from lab.errors import LabError
     from lab.evaluation.benchmarks import load_items
-    ev = store.query("SELECT benchmark, config FROM evals WHERE id = ?", [eval_id])
+    ev = queries.evals_by_id(store, [eval_id])
     if ev.empty:
         return {}
     spec = json.loads(ev["config"].iloc[0] or "{}").get("spec", {})
@@ -247,14 +214,7 @@ def item_prompts(store: Store, eval_id: str, item_ids: list[str]) -> dict[str, s
 
 
 def eval_items(store: Store, eval_ids: Sequence[str], item_ids: Sequence[str]) -> pd.DataFrame:
-    sql = ("SELECT eval_id, item_id, prediction, target, extra FROM eval_items "
-           f"WHERE eval_id IN ({_marks(eval_ids)}) AND item_id IN ({_marks(item_ids)})")
-    return store.query(sql, [*eval_ids, *item_ids])
-
-
-def _marks(values: Sequence[object]) -> str:
-    """One '?' placeholder per value, for an SQL IN list."""
-    return ", ".join("?" for _ in values)
+    return queries.item_rows(store, eval_ids, item_ids).drop(columns=["correct"])
 
 
 def training_metrics(store: Store, run_ids: list[str], names: Sequence[str]) -> pd.DataFrame:
@@ -263,16 +223,10 @@ def training_metrics(store: Store, run_ids: list[str], names: Sequence[str]) -> 
 
 def top_thought_rows(store: Store, run_id: str, k: int, context_tokens: int) -> pd.DataFrame:
     """The k best-rewarded thoughts (one per position), each with the text before it."""
-    th = store.query("SELECT step, sample, position, kind, text, reward, weight, base_nll, mixed_nll, "
-                     "prediction, target FROM thoughts WHERE run_id = ? AND reward IS NOT NULL "
-                     "ORDER BY reward DESC, step DESC LIMIT ?", [run_id, k * 20])
+    th = queries.top_thoughts(store, run_id, k * 20)
     th = th.drop_duplicates(["step", "sample", "position"]).head(k)
-    contexts = []
-    for r in th.to_dict("records"):
-        toks = store.query("SELECT token FROM tokens WHERE run_id = ? AND step = ? AND sample = ? "
-                           "AND position < ? AND position >= ? ORDER BY position",
-                           [run_id, r["step"], r["sample"], r["position"], r["position"] - context_tokens])
-        contexts.append("".join(toks["token"].astype(str)))
+    contexts = [queries.text_before(store, run_id, r["step"], r["sample"], r["position"], context_tokens)
+                for r in th.to_dict("records")]
     th.insert(3, "context", contexts)
     return th
 

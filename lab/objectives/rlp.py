@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from lab import rl
+from lab.config import setting
 from lab.entropy import entropy_stats, forking_mask, token_entropy
 from lab.flops import forward_flops, train_flops
 from lab.objectives.base import Objective, StepOutput
@@ -41,21 +42,29 @@ SYSTEM_PROMPT = ("You continue documents. Before the next part of the text, thin
 
 @dataclass
 class RLPParams:
-    positions_per_doc: int = 1
-    group_size: int = 4                 # G (paper 16; 4 keeps CPU runs small)
-    temperature: float = 0.7
-    max_thought_tokens: int = 32        # paper 2048; budgets this short hurt at their scale
-    tau: float = 0.999                  # EMA teacher decay; 1.0 = frozen teacher (ablation)
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    kl_beta: float = 0.0                # k3 KL to the EMA teacher on thought tokens (paper: 0)
-    min_context: int = 8                # tokens of prefix before the earliest sampled position
-    gain_vs_init: bool = True           # keep a frozen copy of the initial model for logging
-    system_prompt: str = SYSTEM_PROMPT
-    # How the positions are picked: uniform over the window, or forking = uniform over the top
-    # position_share of the window's positions by the current policy's entropy of x_t.
-    position_sampling: str = "uniform"
-    position_share: float = 0.2         # forking: share of the window's positions drawn from
+    positions_per_doc: int = setting(1, "Positions per training window where thoughts are sampled.")
+    group_size: int = setting(4, "G: thoughts sampled per position; each is scored against the group's "
+                              "mean (RLOO). Paper 16; 4 keeps CPU runs small.")
+    temperature: float = setting(0.7, "Sampling temperature of the thoughts.")
+    max_thought_tokens: int = setting(32, "Longest thought in tokens (paper 2048; budgets this short hurt "
+                                      "at their scale).")
+    tau: float = setting(0.999, "Decay of the EMA teacher that scores the no-thought baseline; 1.0 = a "
+                         "frozen teacher (ablation).", advanced=True)
+    eps_low: float = setting(0.2, "Clipped surrogate: lower clip of the policy's probability ratio.",
+                             advanced=True)
+    eps_high: float = setting(0.28, "Clipped surrogate: upper clip of the probability ratio.", advanced=True)
+    kl_beta: float = setting(0.0, "Weight of a k3 KL penalty to the EMA teacher on thought tokens "
+                             "(paper: 0).", advanced=True)
+    min_context: int = setting(8, "Tokens of text before the earliest position a thought may follow.",
+                               advanced=True)
+    gain_vs_init: bool = setting(True, "Keep a frozen copy of the initial model to log rlp/gain_vs_init "
+                                 "(costs one extra forward pass).", advanced=True)
+    system_prompt: str = setting(SYSTEM_PROMPT, "System prompt that asks for a thought between <think> "
+                                 "and </think>.", advanced=True)
+    position_sampling: str = setting("uniform", "How thought positions are picked: uniform over the window, or "
+                                     "forking = uniform over the top position_share of the window's positions "
+                                     "by the current policy's entropy of the next token.")
+    position_share: float = setting(0.2, "forking position sampling: share of the window's positions drawn from.")
 
     def problems(self, cfg) -> list[str]:
         out = []

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from lab import profiling, rl
+from lab.config import setting
 from lab.entropy import entropy_stats, forking_mask, masked_mean
 from lab.errors import LabError
 from lab.flops import forward_flops, train_flops
@@ -223,21 +224,26 @@ def format_completion(context: str, target: str) -> str:
 
 @dataclass
 class RPTParams:
-    proxy_model: str = ""             # "" = frozen copy of the starting model
-    top_k: int = 16
-    entropy_threshold: float = 1.0    # nats of renormalised top-k proxy entropy (max log k)
-    group_size: int = 4               # G (paper 8)
-    temperature: float = 0.8
-    max_new_tokens: int = 48
-    positions_per_doc: int = 1
-    min_context: int = 8
-    warmup_steps_format: int = 20     # optimizer steps of format warm-up (NTP) before RL; 0 = off
-    warmup_lr: float = 1e-4           # learning rate of those steps (0 = the run's lr); the RL lr
-                                      # (~1e-6) is far too small to teach a 135M model the format
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    kl_beta: float = 0.0              # k3 KL to the frozen starting model
-    entropy_bonus: float = 0.0
+    proxy_model: str = setting("", "Model that picks the hard positions by its entropy; \"\" = a frozen "
+                               "copy of the starting model.", advanced=True)
+    top_k: int = setting(16, "The proxy's top-k tokens the position's entropy is taken over.", advanced=True)
+    entropy_threshold: float = setting(1.0, "Train only at positions whose renormalised top-k proxy "
+                                       "entropy exceeds this many nats (at most log k).")
+    group_size: int = setting(4, "G: answers sampled per position, advantages normalised within the "
+                              "group (GRPO). Paper 8.")
+    temperature: float = setting(0.8, "Sampling temperature of the reasoning.")
+    max_new_tokens: int = setting(48, "Longest reasoning plus boxed answer, in tokens.")
+    positions_per_doc: int = setting(1, "Hard positions trained per window.")
+    min_context: int = setting(8, "Tokens of text before the earliest trained position.", advanced=True)
+    warmup_steps_format: int = setting(20, "Optimizer steps of format warm-up (NTP on <think>...</think> "
+                                       "\\boxed{next token}) before RL; 0 = off.")
+    # The RL lr (~1e-6) is far too small to teach a 135M model the format.
+    warmup_lr: float = setting(1e-4, "Learning rate of the format warm-up (0 = the run's lr).")
+    eps_low: float = setting(0.2, "Clipped surrogate: lower clip of the policy's probability ratio.",
+                             advanced=True)
+    eps_high: float = setting(0.28, "Clipped surrogate: upper clip of the probability ratio.", advanced=True)
+    kl_beta: float = setting(0.0, "Weight of a k3 KL penalty to the frozen starting model.", advanced=True)
+    entropy_bonus: float = setting(0.0, "Weight of an entropy bonus on the sampled tokens.", advanced=True)
 
     def problems(self, cfg) -> list[str]:
         out = []
