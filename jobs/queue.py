@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from lab import queries
 from lab.store import ACTIVE, Store
 
 EXTERNAL_PHASE = "launched outside the lab's queue: waiting for its machines to start"
@@ -42,19 +43,13 @@ class QueuePlace:
         return f"#{self.position} in queue"
 
 
-def queued_in_order(store: Store):
-    """Queued runs, first in line first (queued_at; created_at for rows from before it existed)."""
-    return store.query("SELECT id, pid, phase, config, slurm_job FROM runs WHERE status = 'queued' "
-                       "ORDER BY coalesce(queued_at, created_at), created_at, id")
-
-
 def queue_positions(store: Store) -> dict[str, QueuePlace]:
     """Each queued job's place: its position among the queued jobs that can start (1 = next),
     or the runs it still waits for. Used by `lab runs` and the Runs page."""
-    queued = queued_in_order(store)
+    queued = queries.queued_in_order(store)
     if queued.empty:
         return {}
-    status = dict(store.query("SELECT id, status FROM runs").itertuples(index=False))
+    status = queries.run_statuses(store)
     places, position = {}, 0
     for r in queued.to_dict("records"):
         if isinstance(r["slurm_job"], str) and r["slurm_job"]:     # Slurm's queue, not ours
@@ -80,7 +75,7 @@ def is_next_for_slot(store: Store, run_id: str, kind: str) -> bool:
     which happens to start faster cannot overtake it."""
     from jobs.manager import _alive
     blocking = ("", slot_phase(kind))
-    for r in queued_in_order(store).to_dict("records"):
+    for r in queries.queued_in_order(store).to_dict("records"):
         if r["id"] == run_id:
             return True
         if (r["phase"] or "") in blocking and pd.notna(r["pid"]) and _alive(int(r["pid"])):

@@ -111,10 +111,16 @@ def text_before(store: Store, run_id: str, step: int, sample: int, position: int
     return "".join(toks["token"].astype(str))
 
 
-def queued_in_creation_order(store: Store) -> list[str]:
-    """Ids of the queued jobs, oldest first (the queue's order until jobs/queue.py's
-    queue_positions is there)."""
-    return store.query("SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at, id")["id"].tolist()
+def queued_in_order(store: Store) -> pd.DataFrame:
+    """Queued runs, first in line first (queued_at; created_at for rows from before it existed):
+    the FIFO order jobs/queue.py and the supervisors follow."""
+    return store.query("SELECT id, pid, phase, config, slurm_job FROM runs WHERE status = 'queued' "
+                       "ORDER BY coalesce(queued_at, created_at), created_at, id")
+
+
+def run_statuses(store: Store) -> dict[str, str]:
+    """Run id -> status, for every run."""
+    return dict(store.query("SELECT id, status FROM runs").itertuples(index=False))
 
 
 # ---- evaluations ------------------------------------------------------------------------------------

@@ -99,11 +99,8 @@ def checkpoint_runs(include_active: bool = False) -> dict[str, dict[str, Any]]:
 
 def queue_places() -> dict[str, str]:
     """Queued job id -> where it stands ("#2 in queue", or what it waits for)."""
-    try:
-        from jobs.queue import queue_positions     # the FIFO queue's own order, when present
-        return {k: p.text for k, p in queue_positions(store()).items()}
-    except ImportError:
-        return {rid: f"#{i} in queue" for i, rid in enumerate(queries.queued_in_creation_order(store()), 1)}
+    from jobs.queue import queue_positions
+    return {k: p.text for k, p in queue_positions(store()).items()}
 
 
 def pick_run(label: str, *, key: str, objectives: Iterable[str] | None = None,
