@@ -10,8 +10,8 @@ earlier passes, with a float additive 4D mask [B·P, 1, n_pos, L + k·n_pos]: po
 k sees the text x_≤t and its own earlier thought tokens (one diagonal block per pass), and has
 position id t + k (t counted over non-padding tokens). The thinking positions are "thought
 slots" [R, M]: every position 0..n_pos-1 of every row (R = B, M = n_pos), or only chosen ones
-(forking mode, `pack_positions`: rows of M = ceil(chosen / B) slots, a text row that chose
-more spread over several thought rows, each reading its own copy of that row's cache); the
+(forking mode, `pack_positions`: rows of M slots, a text row that chose more than M spread
+over several thought rows, each reading its own copy of that row's cache); the
 passes and their masks are R·M wide, so their cost scales with the share that thinks.
 Feeding order per position t:
 
@@ -91,16 +91,20 @@ def pack_positions(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     """Thought rows for a boolean choice [B, n_pos] of positions that think: the text row each
     thought row belongs to [R], its slots' positions [R, M] and which slots are real [R, M].
 
-    M = ceil(chosen / B): a row that chose more than M positions is split over several thought
-    rows (each continues its own copy of that row's cache), so the passes cost about
-    P·(chosen + at most one partly filled thought row per text row) tokens, not B·P·(the most
-    any row chose). Unused slots repeat the first position of their thought row: they are
+    A row that chose more than M positions is split over several thought rows (each continues
+    its own copy of that row's cache). M is the width from ceil(chosen / B) (at most 2B rows,
+    so the cache copies stay within twice pass 0's) to the most any row chose (B rows) that
+    needs the fewest slots R·M: the passes cost P·R·M tokens, never more than with one thought
+    row per text row. Unused slots repeat the first position of their thought row: they are
     computed and ignored, and no unchosen position is ever computed."""
     B = chosen.shape[0]
-    M = max(1, -(-int(chosen.sum()) // max(B, 1)))
+    lists = [[t for t, c in enumerate(row) if c] for row in chosen.tolist()]
+    counts = [len(ts) for ts in lists]
+    widest = max(max(counts, default=0), 1)
+    M = min(range(max(1, -(-sum(counts) // max(B, 1))), widest + 1),
+            key=lambda m: (sum(-(-n // m) for n in counts) * m, -m))
     rows, positions, real = [], [], []
-    for b, row in enumerate(chosen.tolist()):
-        ts = [t for t, c in enumerate(row) if c]
+    for b, ts in enumerate(lists):
         for i in range(0, len(ts), M):
             chunk = ts[i:i + M]
             rows.append(b)
