@@ -381,9 +381,10 @@ def test_sigmoid_mixing_starts_near_base(models):
 # ---- 6. issue 12's arms: thoughts at forking positions only; random thoughts, trained ---------
 
 def test_forking_thought_passes_equal_sequential_forward(models):
-    """Thought slots at chosen positions only (rows choosing different numbers of them, one
-    padding slot): each real slot's passes equal a plain forward over
-    [x_<=t, <start>, thought, <end>, x_t+1..] — the parallel-thought property, forking mode."""
+    """Thought slots at chosen positions only (rows choosing different numbers of them: row 0's
+    five spread over two thought rows, padding slots): each real slot's passes equal a plain
+    forward over [x_<=t, <start>, thought, <end>, x_t+1..] — the parallel-thought property,
+    forking mode."""
     lm = models("tiny-random-qwen2")
     model = lm.model
     head = new_head(model, lm.tokenizer)
@@ -391,29 +392,42 @@ def test_forking_thought_passes_equal_sequential_forward(models):
         head.end.add_(torch.randn_like(head.end) * 0.01)
     b = batch(7, B=2, L=10)
     chosen = torch.zeros(2, 7, dtype=torch.bool)
-    chosen[0, [1, 4, 6]] = True
-    chosen[1, [2, 5]] = True
-    positions, real = pack_positions(chosen)
-    assert positions.tolist() == [[1, 4, 6], [2, 5, 0]] and real.tolist() == [[True] * 3, [True, True, False]]
+    chosen[0, [0, 1, 3, 4, 6]] = True
+    chosen[1, [5]] = True
+    rows, positions, real = pack_positions(chosen)         # M = 3: 3 rows, 9 slots (M = 5: 10)
+    assert rows.tolist() == [0, 0, 1] and positions.tolist() == [[0, 1, 3], [4, 6, 4], [5, 5, 5]]
+    assert real.tolist() == [[True] * 3, [True, True, False], [True, False, False]]
     n_ahead, n_talk, P = 5, 3, 2
     with torch.no_grad():
         base = base_pass(model, b["input_ids"], b["attention_mask"])
-        th = thought_passes(model, head, base, b["input_ids"], b["attention_mask"], positions,
+        th = thought_passes(model, head, base, b["input_ids"], b["attention_mask"], rows, positions,
                             n_ahead=n_ahead, n_talk=n_talk, n_passes=P, n_vocab=len(lm.tokenizer),
                             generator=torch.Generator().manual_seed(0), keep_all=True)
-        assert th.thought_ids.shape == (2, P, 3, n_ahead - 3)
-        assert all(h.shape[1] == 3 for h in th.pass_hidden)     # passes run over 3 slots, not 7
+        assert th.thought_ids.shape == (3, P, 3, n_ahead - 3)
+        assert all(h.shape[:2] == (3 * P, 3) for h in th.pass_hidden)   # 9 slots per pass, not 14
         emb = model.get_input_embeddings()
-        for s in range(2):
+        for r in range(3):
+            s = int(rows[r])
             for i in range(P):
-                for m in range(int(real[s].sum())):
-                    t, x = int(positions[s, m]), b["input_ids"][s]
+                for m in range(int(real[r].sum())):
+                    t, x = int(positions[r, m]), b["input_ids"][s]
                     seq = torch.cat([emb(x[:t + 1]), head.meta("start")[None],
-                                     emb(th.thought_ids[s, i, m]), head.meta("end")[None],
+                                     emb(th.thought_ids[r, i, m]), head.meta("end")[None],
                                      emb(x[t + 1:t + n_talk])])
                     ref_h, _ = plain_hidden(model, seq[None])
-                    got = torch.stack([th.base_hidden[s, t]] + [h[s * P + i, m] for h in th.pass_hidden])
+                    got = torch.stack([th.base_hidden[s, t]] + [h[r * P + i, m] for h in th.pass_hidden])
                     torch.testing.assert_close(got, ref_h[t:], atol=1e-4, rtol=1e-4)
+
+
+def test_pack_positions_uses_the_fewest_slots():
+    chosen = torch.zeros(3, 20, dtype=torch.bool)
+    chosen[0, :9] = chosen[1, :4] = chosen[2, :5] = True     # 18 chosen, widest row 9
+    rows, positions, real = pack_positions(chosen)
+    # M from ceil(18 / 3) = 6 to 9: 6 gives 4 rows = 24 slots, 7 gives 28, 9 (a row each) 27
+    assert positions.shape == (4, 6) and rows.tolist() == [0, 0, 1, 2]
+    assert real.sum() == 18 and positions[1].tolist() == [6, 7, 8, 6, 6, 6]
+    rows, positions, real = pack_positions(torch.zeros(2, 5, dtype=torch.bool))
+    assert real.sum() == 0 and positions.shape == (1, 1)
 
 
 def spy_passes(monkeypatch) -> dict:
@@ -451,11 +465,12 @@ def test_forking_positions_are_the_top_entropy_ones(models, monkeypatch):
     chosen = [ent[s, t].item() for s, t in expected]
     others = [e for e, s, t in ranked if (s, t) not in expected]
     assert min(chosen) >= max(others) - 1e-5
-    assert expected == {(s, t) for _, s, t in ranked[:k]} or min(chosen) - max(others) < 1e-5
-    got = {(s, int(th.positions[s, m])) for s in range(2) for m in range(th.positions.shape[1])
-           if m < sum(1 for e in expected if e[0] == s)}
-    assert got == expected
-    assert th.positions.shape[1] == max(sum(1 for e in expected if e[0] == s) for s in range(2))
+    # every slot the passes compute (padding included) is a chosen position: no thought elsewhere
+    computed = {(int(th.rows[r]), int(t)) for r in range(len(th.rows)) for t in th.positions[r]}
+    assert computed == expected
+    # the fewest slots: never more than one thought row per text row would take
+    counts = [sum(1 for e in expected if e[0] == s) for s in range(2)]
+    assert th.positions.numel() <= 2 * max(counts)
     # records: thoughts (and token extras) only at the chosen positions, with their entropy
     assert {(r["sample"], r["position"] - 1) for r in out.thought_records} == expected
     assert len(out.thought_records) == k * SMALL["n_passes"]
@@ -467,7 +482,7 @@ def test_forking_positions_are_the_top_entropy_ones(models, monkeypatch):
     assert out.metrics["thought/share"] == pytest.approx(k / (2 * n_pos))
     # the same batch with every position thinking: 13 slots per row, more FLOPs
     every = objective(lm, L=16).step(b, record=0)
-    assert seen["th"].positions.shape[1] == n_pos and every.metrics["thought/share"] == 1.0
+    assert seen["th"].positions.shape == (2, n_pos) and every.metrics["thought/share"] == 1.0
     assert out.flops < 0.6 * every.flops
     assert out.metrics["loss/base_nll"] == pytest.approx(every.metrics["loss/base_nll"], rel=1e-6)
 

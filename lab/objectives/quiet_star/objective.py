@@ -98,26 +98,26 @@ class QuietSTaR(Objective):
         # thought_positions=forking only the top thought_share of them by the entropy of x_{t+1}.
         candidates = attn.bool().unfold(1, n_talk + 1, 1).all(-1)            # [B, n_pos]
         if p.thought_positions == "forking":
-            positions, ok = pack_positions(forking_mask(ent[:, :n_pos], candidates, p.thought_share))
+            rows, positions, ok = pack_positions(forking_mask(ent[:, :n_pos], candidates, p.thought_share))
         else:
-            positions, ok = all_positions(B, n_pos, ids.device), candidates
+            (rows, positions), ok = all_positions(B, n_pos, ids.device), candidates
         random = p.thought_content == "random"
-        th = thought_passes(self.model, self.qs_head, base, ids, attn, positions, n_ahead=p.n_ahead,
+        th = thought_passes(self.model, self.qs_head, base, ids, attn, rows, positions, n_ahead=p.n_ahead,
                             n_talk=n_talk, n_passes=P, n_vocab=self.n_vocab,
                             sample_temperature=p.sample_temperature, corrupted=random,
                             reinforce_temperature=None if random else p.reinforce_temperature)
-        M = positions.shape[1]
+        R, M = positions.shape
 
         # Talk steps of the N real thought slots.
-        base_h = talk_windows(th.base_hidden, positions, n_talk)[:, ok]        # [n_talk, N, h]
+        base_h = talk_windows(th.base_hidden, rows, positions, n_talk)[:, ok]  # [n_talk, N, h]
         post_h = th.talk_hidden.transpose(2, 3)[:, ok]                         # [n_talk, N, P, h]
         mixed, w = self.qs_head(base_h[:, :, None].expand_as(post_h), post_h)
         mixed_logits = unwrap(self.model).get_output_embeddings()(mixed)      # [n_talk, N, P, V]
-        targets = talk_windows(ids, positions, n_talk, offset=1)[:, ok]        # [n_talk, N]
+        targets = talk_windows(ids, rows, positions, n_talk, offset=1)[:, ok]  # [n_talk, N]
         mixed_nll = F.cross_entropy(mixed_logits.float().flatten(0, 2),
                                     targets[:, :, None].expand(-1, -1, P).reshape(-1),
                                     reduction="none").view(n_talk, -1, P)
-        sel = selected.gather(1, positions)[ok]                                # [N]
+        sel = selected[rows].gather(1, positions)[ok]                          # [N]
         mixed_loss = masked_mean(mixed_nll.mean(dim=(0, 2)), sel)
 
         # REINFORCE on the sampled tokens of better-than-average thoughts (none for random ones).
@@ -130,7 +130,7 @@ class QuietSTaR(Objective):
         loss = 0.5 * base_loss + 0.5 * mixed_loss + p.policy_weight * policy
 
         with torch.no_grad():
-            base_talk = talk_windows(base_nll, positions, n_talk)[:, ok]       # [n_talk, N]
+            base_talk = talk_windows(base_nll, rows, positions, n_talk)[:, ok]  # [n_talk, N]
             gain = (base_talk[..., None] - mixed_nll).mean() if sel.numel() else torch.tensor(0.)
             n_ok = ok.sum().item()
             metrics = {"loss/base_nll": base_loss.item(), "loss/mixed_nll": mixed_loss.item(),
@@ -139,15 +139,15 @@ class QuietSTaR(Objective):
                        "mix/w_mean": _mean(w), "mix/nll_gain": gain.item(),
                        "thought/length": float(p.n_ahead - 3),
                        # thinking positions / positions that could think; and the share of the
-                       # passes' B·M slots that are real (the rest is padding of shorter rows)
+                       # passes' R·M slots that are real (the rest is ignored padding)
                        "thought/share": n_ok / max(candidates.sum().item(), 1),
-                       "thought/slot_use": n_ok / (B * M),
+                       "thought/slot_use": n_ok / (R * M),
                        "nll": masked_mean(base_nll.detach(), valid).item(),
                        "selected_share": selected.float().sum().item() / max(valid.sum().item(), 1),
                        **entropy_stats(ent, valid)}
         tokens = int(attn.sum())
         flops = train_flops(self.desc, tokens, L) + sum(
-            train_flops(self.desc, B * P * M, L + k * M) for k in range(1, th.n_sweeps + 1))
+            train_flops(self.desc, R * P * M, L + k * M) for k in range(1, th.n_sweeps + 1))
         out = StepOutput(loss=loss, metrics=metrics, tokens=tokens, flops=flops)
         if record > 0:
             self._record(out, min(record, B), ids, th, ok, ent, base_nll, mixed_nll, mixed_logits,
@@ -161,7 +161,9 @@ class QuietSTaR(Objective):
         token in `extra`) and one thought row per (position, thought) for the first n sequences.
         Only the positions that thought get those extras (all, or the forking ones)."""
         tok = self.tokenizer
-        where = [(b, m, t) for (b, m), t in zip(ok.nonzero().tolist(), th.positions[ok].tolist())]
+        text_row = th.rows.tolist()                                            # [R]
+        where = [(text_row[r], m, t, r) for (r, m), t in zip(ok.nonzero().tolist(),
+                                                             th.positions[ok].tolist())]
         ent_l = ent.tolist()
         # one device->host copy of everything (no per-value .item() syncs on a GPU)
         logp_sum = -mixed_nll.sum(0)
@@ -171,21 +173,21 @@ class QuietSTaR(Objective):
         reward_l, base_l = reward.tolist(), base_nll.tolist()
         pred = mixed_logits[0].argmax(-1).tolist()                             # [N][P]
         target_l = targets[0].tolist()
-        thought_ids = th.thought_ids[:n].tolist()                              # [n][P][M][S]
+        thought_ids = th.thought_ids.tolist()                                  # [R][P][M][S]
         selection = self.params.thought_positions
         n_talk = mixed_nll.shape[0]
         for s in range(n):
-            rows = [(r, m, t) for r, (b, m, t) in enumerate(where) if b == s]
+            rows = [(i, m, t, r) for i, (b, m, t, r) in enumerate(where) if b == s]
             extras: list[dict] = [{} for _ in range(ids.shape[1])]
-            for r, _, t in rows:
+            for r, _, t, _ in rows:
                 extras[t + 1] = {"w": sum(x[0] for x in talk_w[r]) / len(talk_w[r]),
                                  "mixed_nll": sum(x[0] for x in talk_nll[r]) / len(talk_nll[r]),
                                  "thought": selection}
             out.token_records += sequence_records(tok, ids[s], th.base_logits[s], sample=s,
                                                   extra=extras)
-            for r, m, t in rows:
+            for r, m, t, row in rows:
                 for i in range(len(raw_reward[r])):
-                    tids = thought_ids[s][i][m]
+                    tids = thought_ids[row][i][m]
                     out.thought_records.append({
                         "sample": s, "position": t + 1, "idx": i, "kind": "quiet-star",
                         "text": tok.decode(tids, clean_up_tokenization_spaces=False),

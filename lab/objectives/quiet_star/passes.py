@@ -9,9 +9,11 @@ thought passes run on a batch of B·n_passes rows (row b·P + i = thought i of s
 earlier passes, with a float additive 4D mask [B·P, 1, n_pos, L + k·n_pos]: position t in pass
 k sees the text x_≤t and its own earlier thought tokens (one diagonal block per pass), and has
 position id t + k (t counted over non-padding tokens). The thinking positions are "thought
-slots" [B, M]: every position 0..n_pos-1 (M = n_pos), or only chosen ones (forking mode:
-M = the most any row chose, `pack_positions`); the passes and their masks are M wide, so their
-cost scales with the share that thinks. Feeding order per position t:
+slots" [R, M]: every position 0..n_pos-1 of every row (R = B, M = n_pos), or only chosen ones
+(forking mode, `pack_positions`: rows of M slots, a text row that chose more than M spread
+over several thought rows, each reading its own copy of that row's cache); the
+passes and their masks are R·M wide, so their cost scales with the share that thinks.
+Feeding order per position t:
 
     pass 1: <start>   passes 2..S+1: the S = n_ahead - 3 sampled tokens   pass S+2: <end>
     passes S+3..: x_{t+1}, x_{t+2}, ... (teacher forcing)
@@ -80,22 +82,40 @@ def thought_mask(attention_mask: torch.Tensor, positions: torch.Tensor, n_blocks
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def all_positions(batch: int, n_pos: int, device: torch.device) -> torch.Tensor:
-    """Thought slots [B, n_pos]: every position 0..n_pos-1 of every row thinks."""
-    return torch.arange(n_pos, device=device).expand(batch, n_pos)
+def all_positions(batch: int, n_pos: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thought rows [B] and slots [B, n_pos]: every position 0..n_pos-1 of every row thinks."""
+    return (torch.arange(batch, device=device),
+            torch.arange(n_pos, device=device).expand(batch, n_pos))
 
 
-def pack_positions(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thought slots of a boolean choice [B, n_pos]: positions [B, M] (the chosen t of each
-    row, ascending, M = the most any row has) and which slots are real [B, M]. Unused slots
-    of shorter rows point at position 0; they are computed and ignored, so a pass costs
-    B·P·M tokens (close to the chosen count when the rows choose alike)."""
-    B, n_pos = chosen.shape
-    counts = chosen.sum(1)
-    M = max(int(counts.max()), 1) if B else 1
-    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :M]   # chosen first
-    real = torch.arange(M, device=chosen.device)[None, :] < counts[:, None]
-    return order.masked_fill(~real, 0), real
+def pack_positions(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thought rows for a boolean choice [B, n_pos] of positions that think: the text row each
+    thought row belongs to [R], its slots' positions [R, M] and which slots are real [R, M].
+
+    A row that chose more than M positions is split over several thought rows (each continues
+    its own copy of that row's cache). M is the width from ceil(chosen / B) (at most 2B rows,
+    so the cache copies stay within twice pass 0's) to the most any row chose (B rows) that
+    needs the fewest slots R·M: the passes cost P·R·M tokens, never more than with one thought
+    row per text row. Unused slots repeat the first position of their thought row: they are
+    computed and ignored, and no unchosen position is ever computed."""
+    B = chosen.shape[0]
+    lists = [[t for t, c in enumerate(row) if c] for row in chosen.tolist()]
+    counts = [len(ts) for ts in lists]
+    widest = max(max(counts, default=0), 1)
+    M = min(range(max(1, -(-sum(counts) // max(B, 1))), widest + 1),
+            key=lambda m: (sum(-(-n // m) for n in counts) * m, -m))
+    rows, positions, real = [], [], []
+    for b, ts in enumerate(lists):
+        for i in range(0, len(ts), M):
+            chunk = ts[i:i + M]
+            rows.append(b)
+            positions.append(chunk + [chunk[0]] * (M - len(chunk)))
+            real.append([True] * len(chunk) + [False] * (M - len(chunk)))
+    if not rows:                                   # nothing chosen: one ignored slot
+        rows, positions, real = [0], [[0] * M], [[False] * M]
+    dev = chosen.device
+    return (torch.tensor(rows, device=dev), torch.tensor(positions, device=dev),
+            torch.tensor(real, device=dev))
 
 
 @contextlib.contextmanager
@@ -134,16 +154,18 @@ class BasePass:
 
 @dataclass
 class Thoughts:
-    """What one set of parallel thought passes produced (P = n_passes, S = n_ahead - 3, M
-    thought slots per row, slot m thinking after token positions[b, m])."""
+    """What one set of parallel thought passes produced (P = n_passes, S = n_ahead - 3; R
+    thought rows of M slots, slot m of thought row r thinking after token positions[r, m] of
+    text row rows[r]; every position: R = B, rows = 0..B-1)."""
     base_hidden: torch.Tensor          # [B, L, h] pass 0, final norm
     base_logits: torch.Tensor          # [B, L, V]
-    positions: torch.Tensor            # [B, M] the token each slot thinks after
-    thought_ids: torch.Tensor          # [B, P, M, S] sampled (or forced / random) tokens
-    policy_logp: torch.Tensor | None   # [B, P, M, S] log π(token) at reinforce temperature
-    talk_hidden: torch.Tensor          # [n_talk, B, P, M, h] post-thought states
-    n_sweeps: int                      # thought passes run (each over B·P·M tokens)
-    pass_hidden: list[torch.Tensor] | None = None  # [B·P, M, h] per pass (keep_all=True)
+    rows: torch.Tensor                 # [R] the text row of each thought row
+    positions: torch.Tensor            # [R, M] the token each slot thinks after
+    thought_ids: torch.Tensor          # [R, P, M, S] sampled (or forced / random) tokens
+    policy_logp: torch.Tensor | None   # [R, P, M, S] log π(token) at reinforce temperature
+    talk_hidden: torch.Tensor          # [n_talk, R, P, M, h] post-thought states
+    n_sweeps: int                      # thought passes run (each over R·P·M tokens)
+    pass_hidden: list[torch.Tensor] | None = None  # [R·P, M, h] per pass (keep_all=True)
 
 
 def base_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BasePass:
@@ -163,42 +185,46 @@ def run_thoughts(model, head: QSHead, input_ids: torch.Tensor, attention_mask: t
     """Pass 0 plus the thought passes for every position 0..n_pos-1 (see thought_passes)."""
     base = base_pass(model, input_ids, attention_mask)
     return thought_passes(model, head, base, input_ids, attention_mask,
-                          all_positions(input_ids.shape[0], n_pos, input_ids.device),
+                          *all_positions(input_ids.shape[0], n_pos, input_ids.device),
                           n_ahead=n_ahead, n_talk=n_talk, n_passes=n_passes, n_vocab=n_vocab, **kwargs)
 
 
 @profiling.timed("qs.thought_passes")
 def thought_passes(model, head: QSHead, base: BasePass, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor, positions: torch.Tensor, *, n_ahead: int,
+                   attention_mask: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, *,
+                   n_ahead: int,
                    n_talk: int, n_passes: int, n_vocab: int, sample_temperature: float = 1.0,
                    reinforce_temperature: float | None = None,
                    generator: torch.Generator | None = None, corrupted: bool = False,
                    thought_ids: torch.Tensor | None = None, keep_all: bool = False) -> Thoughts:
-    """The n_ahead + n_talk - 2 thought passes after pass 0, for the thought slots
-    `positions` [B, M] only (slot m of row b thinks after x_t, t = positions[b, m]): each
-    pass costs B·P·M tokens, whatever L is.
+    """The n_ahead + n_talk - 2 thought passes after pass 0, for the thought slots only: thought
+    row r continues text row rows[r] [R], its slot m thinks after x_t, t = positions[r, m]
+    [R, M] (all_positions, pack_positions). Each pass costs R·P·M tokens, whatever L is.
 
     Thought tokens are sampled at `sample_temperature` from the first `n_vocab` logits (rows
-    past the tokenizer are never sampled), or taken from `thought_ids` [B, P, M, S], or
+    past the tokenizer are never sampled), or taken from `thought_ids` [R, P, M, S], or
     drawn uniformly when `corrupted` (the scaffolding control, §5; no sampling logits are then
     computed). With `reinforce_temperature`, log π of each token at that temperature is kept
     with its graph for the policy term. Teacher forcing needs t + n_talk - 1 < L."""
     raw = unwrap(model)
     B, L = input_ids.shape
-    M = positions.shape[1]
+    R, M = positions.shape
     P, S, K = n_passes, n_ahead - 3, n_ahead + n_talk - 2
     assert M >= 1 and int(positions.max()) + n_talk - 1 < L and S >= 0
     dev = input_ids.device
-    cache = base.cache
-    if P > 1:
-        cache.batch_repeat_interleave(P)  # the base keys/values stay in the graph
+    cache = base.cache                    # the base keys/values stay in the graph
+    if R == B and torch.equal(rows, torch.arange(B, device=rows.device)):
+        if P > 1:
+            cache.batch_repeat_interleave(P)
+    else:                                 # thought row r·P + i reads text row rows[r]
+        cache.reorder_cache(rows.repeat_interleave(P))
     emb = raw.get_input_embeddings()
     dtype = base.hidden.dtype
-    mask = thought_mask(attention_mask, positions, K, dtype).repeat_interleave(P, dim=0)
-    slots = positions.repeat_interleave(P, dim=0)                              # [B·P, M]
-    pos = base.text_pos.gather(1, positions).repeat_interleave(P, dim=0)
-    rows = input_ids.repeat_interleave(P, dim=0)                              # [B·P, L]
-    meta = {w: unwrap(head).meta(w).to(dtype).expand(B * P, M, -1) for w in ("start", "end")}
+    mask = thought_mask(attention_mask[rows], positions, K, dtype).repeat_interleave(P, dim=0)
+    slots = positions.repeat_interleave(P, dim=0)                              # [R·P, M]
+    pos = base.text_pos[rows].gather(1, positions).repeat_interleave(P, dim=0)
+    text = input_ids[rows].repeat_interleave(P, dim=0)                         # [R·P, L]
+    meta = {w: unwrap(head).meta(w).to(dtype).expand(R * P, M, -1) for w in ("start", "end")}
 
     tokens: list[torch.Tensor] = []
     logps: list[torch.Tensor] = []
@@ -212,7 +238,7 @@ def thought_passes(model, head: QSHead, base: BasePass, input_ids: torch.Tensor,
         elif k == S + 2:
             x = meta["end"]
         else:                                            # x_{t+j} for talk step j = k - S - 2
-            x = emb(rows.gather(1, slots + (k - S - 2)))
+            x = emb(text.gather(1, slots + (k - S - 2)))
         sampling = k <= S and thought_ids is None and not corrupted
         hidden, logits = _forward(model, raw, logits=sampling, inputs_embeds=x,
                                   attention_mask=mask[..., :L + k * M],
@@ -221,9 +247,9 @@ def thought_passes(model, head: QSHead, base: BasePass, input_ids: torch.Tensor,
             kept.append(hidden)
         if k <= S:
             if thought_ids is not None:
-                tok = thought_ids[:, :, :, k - 1].reshape(B * P, M)
+                tok = thought_ids[:, :, :, k - 1].reshape(R * P, M)
             elif corrupted:
-                tok = (uniform((B * P, M), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
+                tok = (uniform((R * P, M), dev, generator) * n_vocab).long().clamp_(max=n_vocab - 1)
             else:
                 logits = logits[..., :n_vocab]
                 with torch.no_grad():
@@ -235,13 +261,13 @@ def thought_passes(model, head: QSHead, base: BasePass, input_ids: torch.Tensor,
         if k >= S + 2:
             talk.append(hidden)
 
-    def per_sample(x: torch.Tensor) -> torch.Tensor:   # [B·P, M, ...] -> [B, P, M, ...]
-        return x.view(B, P, *x.shape[1:])
+    def per_sample(x: torch.Tensor) -> torch.Tensor:   # [R·P, M, ...] -> [R, P, M, ...]
+        return x.view(R, P, *x.shape[1:])
     ids_out = (per_sample(torch.stack(tokens, -1)) if tokens
-               else torch.zeros(B, P, M, 0, dtype=torch.long, device=dev))
+               else torch.zeros(R, P, M, 0, dtype=torch.long, device=dev))
     profiling.count("generated_tokens", ids_out.numel())
-    return Thoughts(base_hidden=base.hidden, base_logits=base.logits, positions=positions,
-                    thought_ids=ids_out,
+    return Thoughts(base_hidden=base.hidden, base_logits=base.logits, rows=rows,
+                    positions=positions, thought_ids=ids_out,
                     policy_logp=per_sample(torch.stack(logps, -1)) if logps else None,
                     talk_hidden=torch.stack([per_sample(h) for h in talk]), n_sweeps=K,
                     pass_hidden=kept if keep_all else None)
@@ -259,13 +285,12 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
-def talk_windows(x: torch.Tensor, positions: torch.Tensor, n_talk: int,
+def talk_windows(x: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, n_talk: int,
                  offset: int = 0) -> torch.Tensor:
-    """x[b, t + j + offset] for each thought slot (t = positions[b, m]) and talk step j:
-    [B, L, ...] -> [n_talk, B, M, ...]. offset 0 on hidden states gives the base state at
+    """x[rows[r], t + j + offset] for each thought slot (t = positions[r, m]) and talk step j:
+    [B, L, ...] -> [n_talk, R, M, ...]. offset 0 on hidden states gives the base state at
     t+j; offset 1 on ids gives the target x_{t+j+1}."""
-    rows = torch.arange(x.shape[0], device=x.device)[:, None]
-    return torch.stack([x[rows, positions + j + offset] for j in range(n_talk)])
+    return torch.stack([x[rows[:, None], positions + j + offset] for j in range(n_talk)])
 
 
 # ---- support check --------------------------------------------------------------------------
