@@ -477,7 +477,8 @@ def test_forking_positions_are_the_top_entropy_ones(models, monkeypatch):
     for r in out.thought_records:
         assert r["extra"]["entropy"] == pytest.approx(ent[r["sample"], r["position"] - 1].item(), rel=1e-4)
         assert r["extra"]["selection"] == "forking"
-    thought_rows = {(r["sample"], r["position"] - 1) for r in out.token_records if r.get("extra")}
+    thought_rows = {(r["sample"], r["position"] - 1) for r in out.token_records
+                    if "thought" in (r.get("extra") or {})}
     assert thought_rows == expected
     assert out.metrics["thought/share"] == pytest.approx(k / (2 * n_pos))
     # the same batch with every position thinking: 13 slots per row, more FLOPs
