@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import streamlit as st
 
@@ -35,6 +36,7 @@ def apply_preset() -> None:
     st.session_state["f_objective"] = values["objective"]
     st.session_state["f_num_processes"] = values["num_processes"]
     st.session_state["f_fsdp"] = values["fsdp"]
+    st.session_state["f_executor"] = values["executor"]
     gpus = gpu_count()
     st.session_state["f_device"] = values["device"] if values["device"] != "gpu" or gpus else "auto"
     if gpus:
@@ -137,6 +139,10 @@ with c2:
     fsdp = st.checkbox("FSDP: shard the model over the GPUs", key="f_fsdp", disabled=not n_gpu,
                        help="For models that do not fit one GPU (accelerate's FSDP plugin; NTP only). "
                             "Needs GPUs: accelerate does not shard on CPU.")
+    executor = st.selectbox("Run on", ["local", "slurm"] if shutil.which("sbatch") else ["local"],
+                            key="f_executor", format_func={"local": "this machine's queue",
+                                                           "slurm": "Slurm (sbatch)"}.get,
+                            help="Slurm appears when its `sbatch` is on this machine's PATH.")
     params = {}
     if obj_cls is not None and dataclasses.fields(obj_cls.Params):
         with st.expander(f"{objective} settings", expanded=True):
@@ -158,7 +164,7 @@ ss = st.session_state
 values = {f: ss[f"f_{f}"] for f in FIELDS}
 values.update(objective=objective, model=(model or "").strip(), corpus=(corpus or "").strip(),
               text_field=text_field, name=name, device=device, mixed_precision=precision,
-              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp),
+              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp), executor=executor,
               trust_remote_code=trust, params=params)
 
 try:
