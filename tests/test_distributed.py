@@ -231,3 +231,16 @@ def test_launch_page_sets_processes_and_exports_a_multi_machine_launch(tmp_path,
     assert "--machine_rank 2" in text and "#SBATCH --nodes=3" in text
     runs = Store(tmp_path).list_runs()
     assert len(runs) == 1 and runs["id"].iloc[0] in text and runs["status"].iloc[0] == "queued"
+
+
+def test_a_two_process_job_holds_two_cpu_slots(data_dir, monkeypatch):
+    """Two CPU slots: a 2-process job takes both, so a 1-process job queued after it waits."""
+    monkeypatch.setenv("THOUGHTLAB_CPU_JOBS", "2")
+    store = Store(data_dir).init()
+    big = submit(tiny_config(num_processes=2, max_steps=4), data_dir)
+    small = submit(tiny_config(max_steps=2), data_dir)
+    assert wait_for(lambda: _ended(store, big) and _ended(store, small), timeout=300)
+    a, b = store.get_run(big), store.get_run(small)
+    assert a["status"] == b["status"] == "finished", (a["error"], b["error"])
+    assert b["started_at"] >= a["finished_at"]
+    assert "slot [0, 1]" in read_log_tail(a["log_path"], 200)
