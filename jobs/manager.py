@@ -204,6 +204,8 @@ def resume(run_id: str, data_dir: str | Path = "data") -> str:
     run = store.require_run(run_id)
     if run["status"] in ACTIVE:
         raise LabError(f"Run {run_id} is {run['status']}; only a stopped run can be resumed.")
+    from jobs.worker import cancel_marker
+    cancel_marker(store.data_dir, run_id).unlink(missing_ok=True)
     store.update_run(run_id, status="queued", error=None, finished_at=None, queued_at=now(),
                      phase="")   # back of the queue (jobs/queue.py)
     start_supervisor(store, run_id)
@@ -216,6 +218,10 @@ def cancel(run_id: str, data_dir: str | Path = "data") -> bool:
     run = store.require_run(run_id)
     if run["status"] not in ACTIVE:
         return False
+    from jobs.worker import cancel_marker
+    marker = cancel_marker(store.data_dir, run_id)     # tells the worker the SIGTERM is a cancel
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     if isinstance(run.get("slurm_job"), str) and run["slurm_job"]:
         from jobs.slurm import cancel_slurm
         cancel_slurm(run["slurm_job"])        # the worker records the cancel if it had started

@@ -6,6 +6,7 @@ failed when Slurm no longer knows it but the worker never reported an end.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -49,7 +50,6 @@ def batch_script(run: dict, cfg: dict, data_dir: str | Path) -> str:
 def submit_to_slurm(store: Store, run_id: str) -> str:
     """Write the run's batch script and `sbatch` it. Returns Slurm's job id."""
     require_sbatch()
-    import json
     run = store.require_run(run_id)
     folder = store.data_dir / "runs" / run_id
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 
 from lab.errors import LabError, storage_full
 from lab.store import ACTIVE, Store, now
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_job(store, run)
     except Cancelled:
-        status, error, code = "cancelled", "cancelled by the user", 0
+        status, error, code = _stopped(store, run)
     except LabError as e:
         status, error, code = "failed", str(e), 1
     except Exception as e:  # noqa: BLE001 - every crash becomes a readable failed run
@@ -101,16 +102,37 @@ def main(argv: list[str] | None = None) -> int:
         status, error, code = "failed", str(full) if full else _explain(e), 1
     finally:
         stop.set()
-    print(f"[worker] {status}" + (f": {error}" if error else ""), flush=True)
+    print(f"[worker] {status or 'stopped by the launcher'}" + (f": {error}" if error else ""), flush=True)
     # A failure on any rank is recorded by that rank: the launcher then stops the other ranks
     # with SIGTERM, which rank 0 would otherwise record as a cancel.
-    if main_rank or status == "failed":
+    if status is not None and (main_rank or status == "failed"):
         try:
             store.set_status_if(args.run_id, ACTIVE, status=status, error=error, finished_at=now())
         except LabError as e:     # e.g. a full disk: the log keeps the outcome, the supervisor retries
             print(f"[worker] could not record the status: {e}", flush=True)
             code = code or 1
     return code
+
+
+def _stopped(store: Store, run: dict) -> tuple[str | None, str | None, int]:
+    """What a SIGTERM means. A cancel from the lab leaves a marker file first (manager.cancel).
+    Without it, in a job of several processes, the launcher is stopping the other ranks
+    because one of them died: the supervisor, when there is one, reports that rank's fate
+    (status None: record nothing); a run launched on several machines has none, so this rank
+    records the failure."""
+    if cancel_requested(store.data_dir, run["id"]) or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return "cancelled", "cancelled by the user", 0
+    if run.get("pid") is not None:
+        return None, None, 1
+    return "failed", "stopped by its launcher: another process of the job ended (see the job logs)", 1
+
+
+def cancel_marker(data_dir: str | Path, run_id: str) -> Path:
+    return Path(data_dir) / "runs" / run_id / "CANCEL_REQUESTED"
+
+
+def cancel_requested(data_dir: str | Path, run_id: str) -> bool:
+    return cancel_marker(data_dir, run_id).exists()
 
 
 def _explain(e: Exception) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import streamlit as st
 
@@ -51,6 +52,7 @@ def apply_preset() -> None:
     st.session_state["f_objective"] = values["objective"]
     st.session_state["f_num_processes"] = values["num_processes"]
     st.session_state["f_fsdp"] = values["fsdp"]
+    st.session_state["f_executor"] = values["executor"]
     gpus = gpu_count()
     st.session_state["f_device"] = values["device"] if values["device"] != "gpu" or gpus else "auto"
     st.session_state["f_precision"] = (values["mixed_precision"]
@@ -146,6 +148,11 @@ with c2:
     n_gpu = gpu_count()
     device = st.selectbox("Device", ["auto", "cpu", "gpu"] if n_gpu else ["auto", "cpu"], key="f_device",
                           help=HELP["device"]["help"])
+    executor = st.selectbox("Run on", ["local", "slurm"] if shutil.which("sbatch") else ["local"],
+                            key="f_executor", format_func={"local": "this machine's queue",
+                                                           "slurm": "Slurm (sbatch)"}.get,
+                            help=HELP["executor"]["help"] + " Slurm appears when its `sbatch` is on "
+                                 "this machine's PATH.")
     num_gpus = 1
     with st.expander("Advanced settings"):
         cols = st.columns(2)
@@ -176,7 +183,7 @@ ss = st.session_state
 values = {f: ss[f"f_{f}"] for f in FIELDS}
 values.update(objective=objective, model=(model or "").strip(), corpus=(corpus or "").strip(),
               text_field=text_field, name=name, device=device, mixed_precision=precision,
-              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp),
+              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp), executor=executor,
               trust_remote_code=trust, params=params)
 
 try:

@@ -231,3 +231,42 @@ def test_launch_page_sets_processes_and_exports_a_multi_machine_launch(tmp_path,
     assert "--machine_rank 2" in text and "#SBATCH --nodes=3" in text
     runs = Store(tmp_path).list_runs()
     assert len(runs) == 1 and runs["id"].iloc[0] in text and runs["status"].iloc[0] == "queued"
+
+
+def test_a_two_process_job_holds_two_cpu_slots(data_dir, monkeypatch):
+    """Two CPU slots: a 2-process job takes both, so a 1-process job queued after it waits."""
+    monkeypatch.setenv("THOUGHTLAB_CPU_JOBS", "2")
+    store = Store(data_dir).init()
+    big = submit(tiny_config(num_processes=2, max_steps=4), data_dir)
+    small = submit(tiny_config(max_steps=2), data_dir)
+    assert wait_for(lambda: _ended(store, big) and _ended(store, small), timeout=300)
+    a, b = store.get_run(big), store.get_run(small)
+    assert a["status"] == b["status"] == "finished", (a["error"], b["error"])
+    assert b["started_at"] >= a["finished_at"]
+    assert "slot [0, 1]" in read_log_tail(a["log_path"], 200)
+
+
+def _rank_pid(run_id: str, rank: int) -> int | None:
+    """The pid of the worker process of `run_id` with that RANK (from /proc)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"jobs.worker" in cmd and run_id.encode() in cmd and f"RANK={rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+def test_a_rank_killed_alone_fails_the_run_with_its_signal_not_as_a_cancel(data_dir):
+    """SIGKILL of rank 1 only (as the out-of-memory killer would): the launcher stops rank 0
+    with SIGTERM, which must not read as a user's cancel; the run fails naming SIGKILL."""
+    store = Store(data_dir).init()
+    rid = submit(tiny_config(num_processes=2, max_steps=100_000), data_dir)
+    assert wait_for(lambda: int(store.get_run(rid)["step"] or 0) >= 2 and _rank_pid(rid, 1), timeout=300)
+    os.kill(_rank_pid(rid, 1), signal.SIGKILL)
+    assert wait_for(lambda: _ended(store, rid), timeout=60)
+    run = store.get_run(rid)
+    assert run["status"] == "failed", run["error"]
+    assert "SIGKILL" in run["error"]
