@@ -1,5 +1,5 @@
 """Shared UI pieces for the pages: the store handle, run pickers, token rendering, charts.
-Pages hold no SQL or training logic: they read through lab.store and submit through jobs."""
+Pages hold no SQL or training logic: they read through lab.store and lab.queries, and submit through jobs."""
 from __future__ import annotations
 
 import html
