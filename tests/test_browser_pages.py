@@ -75,6 +75,6 @@ def test_runs_forking_and_individual_evals_in_a_browser(lab_data):
         chosen = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Evals").first.inner_text()
         assert "tiny-b" in chosen and "tiny-a" in chosen and "big-smollm2" not in chosen
         page.get_by_text("B − A").first.wait_for()
-        page.get_by_text("run:x · csqa vs tiny-random").first.wait_for()     # named by model, not "base"
+        page.get_by_text("tiny-random · csqa vs run:x").first.wait_for()     # B vs A by model, not "base"
         shot(page, "benchmarks-individual-evals")
     assert json.loads(Store(d).get_run(waiting)["config"])["name"] == "waiting job"

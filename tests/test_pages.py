@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import app_page
 
-from lab.store import Store, now
+from lab.store import Store
 
 
 def _run(store: Store, name: str, status: str, steps: int = 0, **config) -> str:
