@@ -46,8 +46,9 @@ browser:
 run: model
 	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DATA) $(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
-# The lab on a finished example experiment (made once in $(DEMO_DATA), a few minutes on 2 CPU
-# cores; later calls reuse it), opening on its results.
+# The lab on a finished example experiment, opening on its results. The experiment (14 small
+# tiny-random jobs, preset demo-cpu) is made once in $(DEMO_DATA) and reused by later calls;
+# making it took 36 min on the shared 2-core machine at load ~20 (time depends on hardware).
 demo: model
 	HF_HUB_OFFLINE=$(HF_OFFLINE) $(BIN)/python -m lab demo --data-dir $(DEMO_DATA)
 	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DEMO_DATA) THOUGHTLAB_DEMO=1 $(BIN)/streamlit run app.py \

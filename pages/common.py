@@ -1,5 +1,5 @@
 """Shared UI pieces for the pages: the store handle, run pickers, token rendering, charts.
-Pages hold no SQL or training logic: they read through lab.store and submit through jobs."""
+Pages hold no SQL or training logic: they read through lab.store and lab.queries, and submit through jobs."""
 from __future__ import annotations
 
 import html
@@ -189,7 +189,7 @@ def scale_legend(value_col: str, vmax: float) -> str:
 def hover_text(r: dict[str, Any], tooltip_cols: Iterable[str]) -> str:
     """A token's hover: its numbers, then the model's top alternatives with probabilities and
     the rank of the true token (from the records' `extra`, when logged)."""
-    lines = [f"pos {r['position']}"] + [f"{c} = {r[c]:.3f}" for c in tooltip_cols
+    lines = [f"pos {r['position']} · {str(r['token'])!r}"] + [f"{c} = {r[c]:.3f}" for c in tooltip_cols
                                         if c in r and r[c] is not None and not pd.isna(r[c])]
     extra = r.get("extra")
     if isinstance(extra, str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import app_page
 
-from lab.store import Store, now
+from lab.store import Store
 
 
 def _run(store: Store, name: str, status: str, steps: int = 0, **config) -> str:
@@ -85,3 +85,19 @@ def test_token_colours_are_absolute_and_the_hover_lists_the_top_5():
     assert spans[0].split("background:")[1].split(";")[0] == spans[1].split("background:")[1].split(";")[0]
     assert "true token rank 1; top 2:" in spans[0] and "&#x27; c&#x27; 0.200" in spans[0]
     assert "colour = entropy of the prediction, nats" in html and "5+" in html
+
+
+def test_demo_reuses_a_finished_experiment_and_ignores_unfinished_ones(data_dir):
+    from lab.demo import ensure_demo, finished_demo
+    from lab.experiments import load_preset
+    assert load_preset("demo-cpu").problems(data_dir) == []
+    store = Store(data_dir)
+    assert finished_demo(data_dir) is None
+    _run(store, "half", "finished", experiment="exp-half")
+    _run(store, "half 2", "queued", experiment="exp-half")
+    assert finished_demo(data_dir) is None
+    for i in range(2):
+        _run(store, f"done {i}", "finished", experiment="exp-done")
+    assert finished_demo(data_dir) == "exp-done"
+    assert ensure_demo(data_dir) == "exp-done"                    # nothing is started again
+    assert len(store.list_runs(kind=None)) == 4

@@ -160,7 +160,10 @@ def _results(store: Store, ev: pd.DataFrame, names: dict[str, str]) -> pd.DataFr
                 "matched": matched, "flops": float(f["flops"].iloc[-1]) if not f.empty else 0.0,
                 "max_flops": float(run_cfg.get("max_flops") or 0.0), "data": spec.get("data"),
                 "limit": spec.get("limit"), "created_at": r["created_at"],
-                "label": display_label(names, arm, tm, matched, None if step == final_step else step)}
+                # Outside an experiment (no arm titles) a result is named by its model, so two
+                # evals of untrained models do not both read "base".
+                "label": display_label(names or {arm: str(r["model"])}, arm, tm, matched,
+                                       None if step == final_step else step)}
         bench = BENCHMARKS.get(r["benchmark"])
         rows.append({**base, "metric": cfg.get("metric") or "acc", "primary": True, "score": r["score"],
                      "stderr": r["stderr"], "n": int(r["n"]),
