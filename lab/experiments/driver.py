@@ -118,7 +118,7 @@ def resume(exp_id: str, data_dir: str | Path = "data") -> bool:
     state = read_state(data_dir, exp_id)
     if not state:
         raise LabError(f"No experiment {exp_id!r} with a spec in {experiments_dir(data_dir)}.")
-    if driver_alive(data_dir, exp_id) or (state.get("state") == "submitted" and not unstarted(Store(data_dir), exp_id)):
+    if driver_alive(data_dir, exp_id) or (state.get("state") == "submitted" and unstarted(Store(data_dir), exp_id).empty):
         return False
     if state.get("state") == "failed":
         write_state(data_dir, exp_id, state="planning", error=None)
