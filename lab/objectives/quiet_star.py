@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lab import profiling
-from lab.entropy import entropy_stats, forking_mask, masked_mean, token_entropy
+from lab.entropy import entropy_stats, forking_mask, masked_mean, nll_and_entropy
 from lab.errors import LabError
 from lab.flops import train_flops
 from lab.objectives.base import Objective, StepOutput
@@ -403,10 +403,7 @@ class QuietSTaR(Objective):
         # Base prediction: exactly the NTP computation.
         logits = th.base_logits[:, :-1]
         valid = attn[:, 1:].bool()
-        base_nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   ids[:, 1:].reshape(-1), reduction="none").view(B, L - 1)
-        with torch.no_grad():
-            ent = token_entropy(logits)
+        base_nll, ent = nll_and_entropy(logits, ids[:, 1:])   # one log-softmax for both
         selected = forking_mask(ent, valid, self.cfg.rho)
         base_loss = masked_mean(base_nll, selected)
 
