@@ -1,6 +1,6 @@
 """The GPU check, ready to run in one go when a GPU machine is lent (minutes count there).
 
-    python -m bench.gpu_check [OUT_DIR] [--dry-run] [--only STEP,...] [--budget-s 480]
+    python -m bench.gpu_check [OUT_DIR] [--dry-run] [--only STEP,...] [--budget-s S]
 
 Everything goes under OUT_DIR (default $OUT, else ./gpu-check-out): one log per step in
 logs/, the lab's data folder (runs, evals) in data/, the benchmarks' JSON and Markdown, and
@@ -91,7 +91,8 @@ def plan(args: argparse.Namespace, out: Path) -> list[tuple[str, list[str], int]
         params = out / "dry_params.json"
         params.write_text(json.dumps({"quiet-star": {"n_ahead": 3, "n_ahead_talk": 2, "n_passes": 1},
                                       "rlp": {"group_size": 2, "max_thought_tokens": 3},
-                                      "rpt": {"group_size": 2, "max_new_tokens": 3}}))
+                                      "rpt": {"group_size": 2, "max_new_tokens": 3},
+                                      "rpt-format": {"group_size": 2, "max_new_tokens": 3}}))
         cost += ["--params-json", str(params)]
     steps.append(("cost", cost, 150))
     steps.append(("throughput", [py, "-m", "bench.throughput", "--model", model, *size("tp", dry),
@@ -144,9 +145,12 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="tiny-random, tiny sizes, on the CPU")
     p.add_argument("--only", help="comma-separated step names to run (see the list above)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100/H200 SXM: 989)")
-    p.add_argument("--budget-s", type=float, default=480.0,
-                   help="skip the remaining steps once this much wall time is spent")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="skip the remaining steps once this much wall time is spent "
+                        "(default 480 on a GPU, none in a dry run)")
     args = p.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = float("inf") if args.dry_run else 480.0
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     info = env_info()

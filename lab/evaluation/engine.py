@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from lab.entropy import entropy_from_logp
 from lab.evaluation.extract import cut
 from lab.progress import Progress
 
@@ -244,9 +245,12 @@ class Engine:
     # ---- per-token NLL -----------------------------------------------------------------
     @torch.inference_mode()
     def token_stats(self, texts: Sequence[str], *, batch_size: int, max_tokens: int,
-                    progress: Progress | None = None, chunk: int = 512) -> list[dict]:
+                    progress: Progress | None = None, chunk: int = 512,
+                    with_entropy: bool = True) -> list[dict]:
         """Per document: token ids, the NLL of each token given its prefix and the entropy
-        (full vocabulary, nats) of the distribution that predicted it (tokens 1..L-1)."""
+        (full vocabulary, nats) of the distribution that predicted it (tokens 1..L-1).
+        with_entropy=False skips the entropy (three more passes over the vocabulary per
+        token) for callers that use only the NLL; "entropy" is then absent."""
         enc = [e[:max_tokens] for e in self.encode(texts)]
         out: list[dict] = [{} for _ in texts]
         for batch in self._batches([len(e) for e in enc], batch_size):
@@ -262,11 +266,13 @@ class Engine:
                 lp = F.log_softmax(lg, dim=-1)
                 tgt = ids[:, s + 1:e + 1]
                 nll[:, s:e] = -lp.gather(-1, tgt[..., None])[..., 0].cpu()
-                ent[:, s:e] = -(lp.exp() * lp).sum(-1).cpu()   # = lab.entropy.token_entropy
+                if with_entropy:
+                    ent[:, s:e] = entropy_from_logp(lp).cpu()
             for row, i in enumerate(batch):
                 n = len(enc[i])
-                out[i] = {"ids": enc[i], "nll": nll[row, :max(n - 1, 0)].clone(),
-                          "entropy": ent[row, :max(n - 1, 0)].clone()}
+                out[i] = {"ids": enc[i], "nll": nll[row, :max(n - 1, 0)].clone()}
+                if with_entropy:
+                    out[i]["entropy"] = ent[row, :max(n - 1, 0)].clone()
             if progress is not None:
                 progress.advance(len(batch))
         return out

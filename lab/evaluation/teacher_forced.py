@@ -46,7 +46,8 @@ def token_offsets(tokenizer, ids: Sequence[int]) -> list[int]:
 def item_metrics(engine, items: list[Item], *, batch_size: int, progress=None) -> list[dict[str, Any]]:
     """{"answer_nll", "solution_nll"} per item (None where a value has no token to average)."""
     texts = [it.prompt + " " + it.meta["solution"] for it in items]
-    stats = engine.token_stats(texts, batch_size=batch_size, max_tokens=MAX_TOKENS, progress=progress)
+    stats = engine.token_stats(texts, batch_size=batch_size, max_tokens=MAX_TOKENS, progress=progress,
+                               with_entropy=False)
     out = []
     for it, text, st in zip(items, texts, stats):
         offs = token_offsets(engine.tok, st["ids"])
