@@ -50,13 +50,13 @@ def ntp_runs(tmp_path_factory, parallel_slots):
            "1x4": submit(tiny_config(num_processes=1, batch_size=4, **common), data_dir),
            "killed": submit(tiny_config(num_processes=2, batch_size=2, **common), data_dir)}
     killed = ids["killed"]
-    assert wait_for(lambda: list_checkpoints(data_dir, killed) or _ended(store, killed), timeout=300)
+    assert wait_for(lambda: list_checkpoints(data_dir, killed) or _ended(store, killed), timeout=600)
     assert store.get_run(killed)["status"] == "running", "the run ended before it could be killed"
     os.killpg(int(store.get_run(killed)["pid"]), signal.SIGKILL)   # every process of the job
     assert wait_for(lambda: _ended(store, killed), timeout=30)
     assert store.get_run(killed)["status"] == "failed"
     resume(killed, data_dir)
-    assert wait_for(lambda: all(_ended(store, r) for r in ids.values()), timeout=400)
+    assert wait_for(lambda: all(_ended(store, r) for r in ids.values()), timeout=600)
     for rid in ids.values():
         assert store.get_run(rid)["status"] == "finished", store.get_run(rid)["error"]
     return store, ids
@@ -98,7 +98,7 @@ def objective_runs(tmp_path_factory, parallel_slots):
     store = Store(data_dir).init()
     ids = {o: submit(tiny_config(objective=o, num_processes=2, max_steps=3, sample_every=1,
                                  checkpoint_every=2, params=SMALL[o]), data_dir) for o in SMALL}
-    assert wait_for(lambda: all(_ended(store, r) for r in ids.values()), timeout=400)
+    assert wait_for(lambda: all(_ended(store, r) for r in ids.values()), timeout=600)
     return store, ids
 
 
@@ -173,7 +173,7 @@ def test_two_machine_launch_on_localhost_finishes_with_one_set_of_rows(data_dir)
            "CUDA_VISIBLE_DEVICES": ""}
     machines = [subprocess.Popen(["bash", "-c", line], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for line in launch.commands]
-    logs = [m.communicate(timeout=300)[0] for m in machines]
+    logs = [m.communicate(timeout=600)[0] for m in machines]
     assert [m.returncode for m in machines] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     run = store.get_run(launch.run_id)
     assert run["status"] == "finished" and run["started_at"] is not None, run["error"]
@@ -239,7 +239,7 @@ def test_a_two_process_job_holds_two_cpu_slots(data_dir, monkeypatch):
     store = Store(data_dir).init()
     big = submit(tiny_config(num_processes=2, max_steps=4), data_dir)
     small = submit(tiny_config(max_steps=2), data_dir)
-    assert wait_for(lambda: _ended(store, big) and _ended(store, small), timeout=300)
+    assert wait_for(lambda: _ended(store, big) and _ended(store, small), timeout=600)
     a, b = store.get_run(big), store.get_run(small)
     assert a["status"] == b["status"] == "finished", (a["error"], b["error"])
     assert b["started_at"] >= a["finished_at"]
@@ -264,7 +264,7 @@ def test_a_rank_killed_alone_fails_the_run_with_its_signal_not_as_a_cancel(data_
     with SIGTERM, which must not read as a user's cancel; the run fails naming SIGKILL."""
     store = Store(data_dir).init()
     rid = submit(tiny_config(num_processes=2, max_steps=100_000), data_dir)
-    assert wait_for(lambda: int(store.get_run(rid)["step"] or 0) >= 2 and _rank_pid(rid, 1), timeout=300)
+    assert wait_for(lambda: int(store.get_run(rid)["step"] or 0) >= 2 and _rank_pid(rid, 1), timeout=600)
     os.kill(_rank_pid(rid, 1), signal.SIGKILL)
     assert wait_for(lambda: _ended(store, rid), timeout=60)
     run = store.get_run(rid)

@@ -58,7 +58,7 @@ def test_a_run_submitted_to_slurm_finishes_with_its_rows_in_the_store(local_slur
     place = queue_positions(store).get(rid)
     assert place is None or place.text == f"in Slurm's queue (job {run['slurm_job']})"
     assert wait_for(lambda: (reap(data_dir), store.get_run(rid)["status"])[1] not in ("queued", "running"),
-                    timeout=300)
+                    timeout=600)
     run = store.get_run(rid)
     assert run["status"] == "finished", (run["error"], open(run["log_path"]).read()[-2000:])
     assert store.metrics([rid], ["loss"])["step"].tolist() == [1, 2, 3]
