@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -58,15 +60,17 @@ def test_gpu_check_plan_commands_all_parse(tmp_path):
                     assert cfg.model == ("tiny-random" if dry else "smollm2-135m")
 
 
+@pytest.mark.timeout(900)
 def test_gpu_check_dry_run_writes_its_summary(tmp_path):
+    """A real training job through the job system and a real evaluation, as the GPU check
+    runs them (the benchmark steps are covered by the plan test and the smoke test above)."""
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", str(out), "--dry-run",
-                           "--only", "throughput,train-ntp,eval-csqa"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           "--only", "train-ntp,eval-csqa"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=880)
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["step"] for s in summary["steps"]] == ["throughput", "train-ntp", "eval-csqa"]
+    assert [s["step"] for s in summary["steps"]] == ["train-ntp", "eval-csqa"]
     assert all(s["status"] == "ok" for s in summary["steps"]), (summary, proc.stderr[-2000:])
     assert proc.returncode == 0
-    assert "sampler" in summary["steps"][0]["figures"]
     assert (out / "data" / "lab.duckdb").exists() and (out / "logs" / "train-ntp.log").exists()
     assert "| eval-csqa | ok |" in (out / "summary.md").read_text()
