@@ -32,7 +32,7 @@ $(VENV)/.dev: $(VENV)/.deps requirements-dev.txt
 
 setup: $(VENV)/.deps
 
-setup-dev: $(VENV)/.dev browser
+setup-dev: $(VENV)/.dev browser slurm
 
 # Convert SmolLM2-135M to safetensors once (about 25 s), so the first job starts fast.
 model: setup
@@ -42,6 +42,13 @@ model: setup
 browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
 	  || (echo "Install Chromium: sudo apt-get install chromium" && exit 1)
+
+# A one-machine Slurm (Debian's slurm-wlm and munge) for the Slurm executor's tests, which
+# start their own munged, slurmctld and slurmd (tests/slurm_local.py).
+slurm:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null \
+	  || (apt-get update -q && apt-get install -y -q slurm-wlm munge) \
+	  || (echo "Install Slurm: sudo apt-get install slurm-wlm munge" && exit 1)
 
 run: model
 	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DATA) $(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT)

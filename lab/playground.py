@@ -40,7 +40,6 @@ from lab.objectives.quiet_star import HEAD_NAME, QSHead, load_head, think_text
 from lab.records import sequence_records, token_texts
 
 MAX_TOKENS = 1024          # longer texts are cut (the page shows them 400 tokens at a time)
-RHO = 0.2                  # forking tokens: the top 20 % entropy tokens of the text
 ITEM_FILES = {"GSM8K": "gsm8k_test.jsonl", "CommonsenseQA": "commonsenseqa_dev.jsonl"}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -148,7 +147,7 @@ def token_table(pm: PlayModel, text: str, *, max_tokens: int = MAX_TOKENS) -> pd
     guess `top` with its probability `top_prob`. Position 0 has no prediction (NaN)."""
     ids = torch.tensor([_ids(pm, text, max_tokens)], device=pm.device)
     logits = pm.model(input_ids=ids).logits[0].float()
-    rows = sequence_records(pm.tokenizer, ids[0], logits, sample=0, rho=RHO)
+    rows = sequence_records(pm.tokenizer, ids[0], logits, sample=0)   # forking: records.DISPLAY_SHARE of the text
     top_p, top_i = torch.softmax(logits[:-1], -1).max(-1)
     tops = token_texts(pm.tokenizer, top_i.tolist())
     df = pd.DataFrame(rows).drop(columns=["sample"])

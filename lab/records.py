@@ -33,9 +33,10 @@ def token_text(tokenizer, token_id: int) -> str:
 
 
 def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, sample: int,
-                     rho: float = DISPLAY_SHARE, extra: list[dict] | None = None) -> list[dict[str, Any]]:
+                     display_share: float = DISPLAY_SHARE, extra: list[dict] | None = None) -> list[dict[str, Any]]:
     """Rows for one sequence. ids [T], logits [T, V] where logits[t] predicts ids[t+1].
-    `forking` marks the top-rho (display share) entropy tokens of this sequence."""
+    `forking` marks the top display_share entropy tokens of this sequence (a view of the text,
+    not RunConfig.rho, the training share over the micro-batch)."""
     ids = ids.detach().cpu()
     logits = logits.detach().float().cpu()
     ent = token_entropy(logits[:-1])
@@ -43,7 +44,7 @@ def sequence_records(tokenizer, ids: torch.Tensor, logits: torch.Tensor, *, samp
     logp = logp_all.gather(-1, ids[1:, None])[:, 0]
     top_lp, top_ids = logp_all.topk(min(TOP_K, logp_all.shape[-1]), dim=-1) if ent.numel() else (None, None)
     ranks = (logp_all > logp[:, None]).sum(-1) + 1
-    k = max(1, int(round(rho * ent.numel()))) if ent.numel() else 0
+    k = max(1, int(round(display_share * ent.numel()))) if ent.numel() else 0
     threshold = torch.topk(ent, k).values.min().item() if k else float("inf")
     texts = token_texts(tokenizer, ids.tolist())
     rows = []

@@ -323,9 +323,10 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Ten
                       mask: torch.Tensor, *, eps_low: float, eps_high: float,
                       ref_logp: torch.Tensor | None = None,
                       kl_beta: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """-min(rho*A, clip(rho, 1-eps_low, 1+eps_high)*A) per token (+ beta*KL), averaged over
-    each sequence's masked tokens (1/|c|), then over the sequences (a sequence with no
-    masked token adds 0). logp/old_logp/mask: [n, L], adv: [n]."""
+    """-min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) per token (+ beta*KL), with r = exp(logp -
+    old_logp) the importance ratio (not RunConfig.rho), averaged over each sequence's masked
+    tokens (1/|c|), then over the sequences (a sequence with no masked token adds 0).
+    logp/old_logp/mask: [n, L], adv: [n]."""
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - old_logp)
     a = adv[:, None].to(logp.dtype)
@@ -428,13 +429,13 @@ def user_prompt(tokenizer, content: str) -> list[int]:
 
 @torch.no_grad()
 def window_token_records(model: torch.nn.Module, tokenizer, ids: torch.Tensor, *,
-                         rho: float, extras: list[list[dict] | None] | None = None) -> list[dict]:
+                         display_share: float, extras: list[list[dict] | None] | None = None) -> list[dict]:
     """`tokens` table rows for a few windows (no grad): the trained model's own per-token
     entropy and NLL, with per-position extras (e.g. which position was trained)."""
     rows: list[dict] = []
     with eval_mode(model):
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     for s in range(ids.shape[0]):
-        rows += sequence_records(tokenizer, ids[s], logits[s], sample=s, rho=rho,
+        rows += sequence_records(tokenizer, ids[s], logits[s], sample=s, display_share=display_share,
                                  extra=extras[s] if extras else None)
     return rows

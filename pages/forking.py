@@ -1,6 +1,9 @@
-"""Forking tokens: a logged sample's tokens coloured by entropy, the top 20 % marked, the
-entropy histogram, its evolution over training, and top-ρ overlap between steps."""
+"""Forking tokens: a logged sample's tokens coloured by entropy, the top DISPLAY_SHARE marked
+(beside the run's own training share ρ), the entropy histogram, its evolution over training,
+and top-share overlap between steps."""
 from __future__ import annotations
+
+import json
 
 import plotly.express as px
 import plotly.graph_objects as go
@@ -8,6 +11,7 @@ import streamlit as st
 
 from lab import queries
 from lab.entropy import LOW_ENTROPY
+from lab.records import DISPLAY_SHARE
 from pages.common import pick_logged_sample, shown_step_caption, store, token_html, windowed
 
 st.title("Forking tokens")
@@ -26,8 +30,17 @@ m3.metric("80th percentile", f"{ent.quantile(0.8):.3f}" if len(ent) else "–")
 m4.metric(f"Share below {LOW_ENTROPY}", f"{(ent < LOW_ENTROPY).mean():.1%}" if len(ent) else "–")
 
 st.markdown("Colour = entropy of the distribution that predicted the token; "
-            "<span style='outline:2px solid #7b1fa2;font-weight:600'>outlined</span> = top 20 % "
-            "(forking). Hover a token for its numbers.", unsafe_allow_html=True)
+            "<span style='outline:2px solid #7b1fa2;font-weight:600'>outlined</span> = the top "
+            f"{DISPLAY_SHARE:.0%} of this sequence (forking). Hover a token for its numbers.",
+            unsafe_allow_html=True)
+try:
+    rho = float(json.loads(run.get("config") or "{}").get("rho", 1.0))
+except (ValueError, TypeError, AttributeError):   # an unreadable config: say "every token"
+    rho = 1.0
+st.caption(f"This run trained on ρ = {rho:g} of the tokens: " + (
+    "every token." if rho >= 1 else f"the top {rho:.0%} of each micro-batch by entropy (selected over the "
+    "whole micro-batch, so a sequence may hold more or fewer of them than the outline here).")
+    + f" The outline is a fixed {DISPLAY_SHARE:.0%} view of one sequence (records.DISPLAY_SHARE).")
 st.markdown(token_html(windowed(toks, "fork"), "entropy", mark_col="forking"), unsafe_allow_html=True)
 
 c1, c2 = st.columns(2)

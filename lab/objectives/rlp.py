@@ -260,4 +260,4 @@ class RLP(Objective):
                     "advantage": adv[i].item(), "base_nll": -logp_self[k].item(),
                     "mixed_nll": -logp_thought[i].item(), "target": target, "extra": extra})
         out.token_records = rl.window_token_records(self.raw_model, tok, ids[:len(extras)],
-                                                    rho=DISPLAY_SHARE, extras=extras)
+                                                    display_share=DISPLAY_SHARE, extras=extras)

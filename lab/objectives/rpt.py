@@ -43,6 +43,7 @@ from lab.errors import LabError
 from lab.flops import forward_flops, train_flops
 from lab.models import describe
 from lab.objectives.base import Objective, StepOutput
+from lab.records import DISPLAY_SHARE
 
 PROMPT = ("Complete the given text under '### Context' by predicting the next token, and wrap "
           "it in '\\boxed{}'. Reason step by step between <think> and </think> first, then give "
@@ -366,7 +367,7 @@ class RPT(Objective):
                 if b < n:
                     extras[b][t]["rpt_position"] = True
             out.token_records = rl.window_token_records(self.raw_model, self.tokenizer, ids[:n],
-                                                        rho=0.2, extras=extras)
+                                                        display_share=DISPLAY_SHARE, extras=extras)
         return out
 
     def _format_step(self, out: StepOutput, ids, chosen, tok_bytes, contexts, prompts) -> None:

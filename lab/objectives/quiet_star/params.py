@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lab.config import setting
+
 MIXINGS = ("unbounded", "sigmoid")
 THOUGHT_POSITIONS = ("all", "forking")
 THOUGHT_CONTENTS = ("sampled", "random")
@@ -10,24 +12,29 @@ THOUGHT_CONTENTS = ("sampled", "random")
 
 @dataclass
 class QuietSTaRParams:
-    n_ahead: int = 12                  # thought = <start>, n_ahead - 3 sampled tokens, <end>
-    n_ahead_talk: int = 4              # true tokens predicted after the thought
-    n_passes: int = 2                  # thoughts per position (reward baseline = their mean)
-    policy_weight: float = 1e6         # β in front of the REINFORCE term
-    reinforce_temperature: float = 3.0  # temperature of log π in the policy term
-    sample_temperature: float = 1.0    # temperature thoughts are sampled at
-    mixing: str = "unbounded"          # mixing weight w: unbounded (official) | sigmoid in (0, 1)
-    meta_lr_scale: float = 100.0       # meta vectors stored /scale, used ×scale (×scale lr)
-    # Where thoughts are generated: all = after every token; forking = only after the tokens
-    # whose next token is among the top `thought_share` of the micro-batch by base entropy
-    # (issue 12: "reasoning belongs at the forking tokens"); the thought passes then run over
-    # those positions only, so their cost scales with the share.
-    thought_positions: str = "all"
-    thought_share: float = 0.2         # forking: share of the micro-batch's positions that think
-    # What a thought is: sampled = the policy's tokens, trained by REINFORCE; random = uniform
-    # random tokens of the same length drawn fresh every step, no policy term (the
-    # scaffolding control: the head and the model still learn from the mixed NLL).
-    thought_content: str = "sampled"
+    n_ahead: int = setting(12, "Thought length in tokens: <start>, n_ahead - 3 sampled tokens, <end> "
+                           "(paper 12 on GPU).")
+    n_ahead_talk: int = setting(4, "True tokens predicted after each thought (the reward looks this far ahead).")
+    n_passes: int = setting(2, "Thoughts per position; the reward of each is its gain over their mean.")
+    policy_weight: float = setting(1e6, "β in front of the REINFORCE term (the official code's value).",
+                                   advanced=True)
+    reinforce_temperature: float = setting(3.0, "Temperature of log π in the policy term.", advanced=True)
+    sample_temperature: float = setting(1.0, "Temperature the thoughts are sampled at.", advanced=True)
+    mixing: str = setting("unbounded", "Mixing weight w between the thought and no-thought predictions: "
+                          "unbounded (official) or sigmoid in (0, 1).", advanced=True)
+    meta_lr_scale: float = setting(100.0, "The <start>/<end> meta vectors are stored divided by this and "
+                                   "used multiplied by it (a larger learning rate for them).", advanced=True)
+    # issue 12: "reasoning belongs at the forking tokens"; the thought passes then run over the
+    # chosen positions only, so their cost scales with the share.
+    thought_positions: str = setting("all", "Where thoughts are generated: all = after every token; "
+                                     "forking = only where the next token is among the top thought_share "
+                                     "of the micro-batch by the base pass's entropy.")
+    thought_share: float = setting(0.2, "forking thought positions: share of the micro-batch's positions "
+                                   "that think.")
+    # The scaffolding control: the head and the model still learn from the mixed NLL.
+    thought_content: str = setting("sampled", "What a thought is: sampled = the policy's tokens, trained by "
+                                   "REINFORCE; random = uniform random tokens of the same length drawn "
+                                   "fresh each step, with no policy term (content vs scaffolding).")
 
     def problems(self, cfg) -> list[str]:
         out = []
