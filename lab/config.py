@@ -84,6 +84,8 @@ class RunConfig:
     checkpoint_steps_of: list[str] = setting(
         [], "Comma-separated run ids: keep a checkpoint at the step count each ended with (list them in "
         "after too); matched-steps references in an experiment.", advanced=True)
+    report_to: list[str] = setting([], "Also send the metrics to these trackers (comma-separated): tensorboard, "
+                                   "wandb, mlflow. Off by default; DuckDB always gets them.", advanced=True)
     params: dict[str, Any] = setting({}, "Objective settings (see the objective's Params).")
 
     # ---- (de)serialisation -------------------------------------------------------
@@ -171,6 +173,9 @@ class RunConfig:
                  "checkpoint_steps_of runs must also be listed in after (their step counts are read "
                  "once they have ended)")
             need("name", len(self.name) <= 200, "name is longer than 200 characters")
+            if "report_to" not in bad:
+                from lab import trackers
+                problems.extend(trackers.problems(self.report_to))
         except TypeError:
             pass   # a value of the wrong type: already in `bad`
         if "objective" not in bad and "params" not in bad:

@@ -20,7 +20,7 @@ from lab.checkpoint import (latest_checkpoint, load_checkpoint_state, load_model
 from lab.config import RunConfig
 from lab.corpora import load_documents, pack
 from lab.errors import LabError
-from lab import precision, profiling
+from lab import precision, profiling, trackers
 from lab.models import load_model
 from lab.objectives import get_objective
 from lab.progress import Progress
@@ -55,10 +55,12 @@ def lr_at(step: int, cfg: RunConfig) -> float:
     return cfg.lr
 
 
-def make_accelerator(mixed_precision: str, cpu: bool = False):
+def make_accelerator(mixed_precision: str, cpu: bool = False, log_with: list[str] | None = None,
+                     project_dir: str | None = None):
     """An Accelerator on the device `accelerate launch` chose (or the default one in-process),
     with `mixed_precision` resolved there (`auto`: bf16 where native, lab/precision.py).
-    bf16 is autocast: weights, gradients and AdamW state stay fp32."""
+    bf16 is autocast: weights, gradients and AdamW state stay fp32. `log_with`: accelerate
+    trackers (lab/trackers.py) writing under `project_dir`."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
     state = PartialState(cpu=cpu or distributed.accelerator_kwargs()["cpu"])
@@ -68,7 +70,8 @@ def make_accelerator(mixed_precision: str, cpu: bool = False):
         # accelerate keeps one state per process; an earlier in-process run (tests, the
         # benchmark) may have used another precision, and one process trains one run at a time.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=resolved, cpu=cpu or distributed.accelerator_kwargs()["cpu"])
+    return Accelerator(mixed_precision=resolved, cpu=cpu or distributed.accelerator_kwargs()["cpu"],
+                       log_with=log_with or None, project_dir=project_dir)
 
 
 @dataclass
@@ -136,10 +139,12 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     """Train `cfg` as run `run_id`, resuming from its latest complete checkpoint if any."""
     from accelerate.utils import set_seed
 
-    acc = make_accelerator(cfg.mixed_precision)
+    data_dir = store.data_dir
+    acc = make_accelerator(cfg.mixed_precision, log_with=cfg.report_to,
+                           project_dir=str(trackers.folder(data_dir, run_id)))
+    trackers.start(acc, run_id, cfg.to_dict())
     main = acc.is_main_process
     set_seed(cfg.seed)
-    data_dir = store.data_dir
 
     phase = _phase_reporter(store, run_id) if main else (lambda frac, text: None)
     phase(0.0, f"loading model {cfg.model}")
@@ -218,10 +223,10 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
             flops_done += step_flops
             last_step_flops = step_flops
             gn = float(res.grad_norm)
-            logger.metrics(step + 1, {"loss": loss_value, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
-                                      "tokens_per_s": tokens / max(dt, 1e-9),
-                                      "step_time_s": dt, **metrics},
-                           wall_time=time.monotonic() - t_start, flops=flops_done)
+            step_metrics = {"loss": loss_value, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
+                            "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt, **metrics}
+            logger.metrics(step + 1, step_metrics, wall_time=time.monotonic() - t_start, flops=flops_done)
+            trackers.log(acc, step + 1, {**step_metrics, "flops": flops_done})
             logger.maybe_flush()
             done = step + 1
             if done < cfg.max_steps and (done in keep or (
@@ -235,6 +240,7 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
         logger.flush_quietly()   # a cancel or a crash keeps every step it logged
         raise
     logger.flush()
+    trackers.end(acc)
     distributed.assert_same_on_all_ranks(acc, objective.state_tensors(), f"{cfg.objective}'s objective state")
     acc.wait_for_everyone()
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)

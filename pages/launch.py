@@ -10,6 +10,7 @@ from jobs.manager import cli_command, gpu_count, submit, validate
 from lab.config import PRESETS, RunConfig, preset_title, settings_help
 from lab.corpora import save_upload
 from lab.errors import LabError
+from lab.trackers import TRACKERS
 from lab.models import PRESETS as MODEL_PRESETS
 from lab.objectives import REGISTRY, get_objective
 from pages.common import data_dir, read_only, read_only_banner, store
@@ -53,6 +54,7 @@ def apply_preset() -> None:
     st.session_state["f_num_processes"] = values["num_processes"]
     st.session_state["f_fsdp"] = values["fsdp"]
     st.session_state["f_executor"] = values["executor"]
+    st.session_state["f_report_to"] = [t for t in values["report_to"] if t in TRACKERS]
     gpus = gpu_count()
     st.session_state["f_device"] = values["device"] if values["device"] != "gpu" or gpus else "auto"
     st.session_state["f_precision"] = (values["mixed_precision"]
@@ -168,6 +170,8 @@ with c2:
                                         help=HELP["num_processes"]["help"])
         fsdp = st.checkbox("FSDP: shard the model over the GPUs", key="f_fsdp", disabled=not n_gpu,
                            help=HELP["fsdp"]["help"])
+        report_to = st.multiselect("Also report to", list(TRACKERS), key="f_report_to",
+                                   help=HELP["report_to"]["help"])
     params = {}
     if obj_cls is not None and dataclasses.fields(obj_cls.Params):
         phelp = settings_help(obj_cls.Params)
@@ -183,7 +187,7 @@ ss = st.session_state
 values = {f: ss[f"f_{f}"] for f in FIELDS}
 values.update(objective=objective, model=(model or "").strip(), corpus=(corpus or "").strip(),
               text_field=text_field, name=name, device=device, mixed_precision=precision,
-              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp), executor=executor,
+              num_gpus=int(num_gpus), num_processes=int(num_processes), fsdp=bool(fsdp), executor=executor, report_to=list(report_to),
               trust_remote_code=trust, params=params)
 
 try:
