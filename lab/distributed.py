@@ -7,6 +7,7 @@ is unchanged.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 
 import torch
@@ -16,10 +17,18 @@ from lab import precision
 RANK_SEED_STRIDE = 1_000_003     # rank r draws from seed + r * stride: rank 0 keeps the 1-process seed
 
 
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def accelerator_kwargs() -> dict:
     """`Accelerator(**...)` for this process: `cpu=True` without CUDA, so several CPU ranks
     started by accelerate's multi-process launcher join one gloo group (without it accelerate
     sees no GPU and runs each process alone). CUDA ranks use NCCL."""
+    # A gloo group still alive while the interpreter shuts down can abort the process
+    # ("terminate called without an active exception", SIGABRT) after a run that succeeded.
+    atexit.register(_destroy_process_group)   # registering twice is harmless: it checks first
     return {"cpu": not torch.cuda.is_available()}
 
 
