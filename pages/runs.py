@@ -75,8 +75,11 @@ st.subheader("Curves")
 with_metrics = queries.run_ids_with_rows(store(), "metrics")
 newest_with_data = [i for i in train_ids if i in with_metrics][:1]      # a queued run has nothing to draw
 default = [st.query_params["run"]] if st.query_params.get("run") in train_ids else newest_with_data
-chosen = st.multiselect("Runs to compare", train_ids, default=default, format_func=labels.get,
-                        key="runs_chosen")
+# The widget keeps its own value across reruns, so its default applies only once: until the
+# user picks runs, follow the default (the newest run that has metrics appears on its own).
+picked = [i for i in st.session_state.get("runs_chosen", []) if i in train_ids]
+st.session_state["runs_chosen"] = picked or default
+chosen = st.multiselect("Runs to compare", train_ids, format_func=labels.get, key="runs_chosen")
 # The pickers sit outside the 2-second refresh, so an open dropdown stays open; a job that
 # starts logging new metrics reruns the page through rerun_when_changed.
 names = store().metric_names(chosen)
