@@ -58,7 +58,8 @@ def test_walk_every_page(tmp_path, monkeypatch):
         long_id = store.list_runs().query("objective == 'ntp'")["id"].iloc[0]
         nav(page, "Runs")
         assert wait_for(lambda: int(store.get_run(long_id)["step"] or 0) >= 2, timeout=120)
-        page.get_by_text(re.compile(r"step \d+/400 · .*ETA")).first.wait_for(timeout=30_000)
+        # the status table is a data grid drawn on a canvas: its cells are in the DOM, not "visible"
+        page.get_by_text(re.compile(r"step \d+/400 · .*ETA")).first.wait_for(state="attached", timeout=30_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)   # its curves appear live
         shot(page, "walk_runs_progress")
         page.goto(url + f"/runs?run={long_id}")
