@@ -151,9 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         store.set_status_if(args.run_id, ACTIVE, status="cancelled", finished_at=now(),
                             error="cancelled by the user")
     elif rc != 0:
-        store.set_status_if(args.run_id, ACTIVE, status="failed", finished_at=now(),
-                            error=describe_exit(rc, launcher=cmd[1:3] == LAUNCHER)
-                            + "\n" + read_log_tail(run.get("log_path"), 5))
+        why = describe_exit(rc, launcher=cmd[1:3] == LAUNCHER)
+        current = store.get_run(args.run_id) or {}
+        if rc > 128 and current.get("status") == "failed" and why not in (current.get("error") or ""):
+            # One rank killed by a signal: the other ranks fail on the broken connection and
+            # record that first, but the signal is the cause.
+            store.update_run(args.run_id, error=why + "\n" + (current.get("error") or ""))
+        else:
+            store.set_status_if(args.run_id, ACTIVE, status="failed", finished_at=now(),
+                                error=why + "\n" + read_log_tail(run.get("log_path"), 5))
     else:
         store.set_status_if(args.run_id, ACTIVE, status="finished", finished_at=now())
     print(f"[supervisor] worker exited with {rc}", flush=True)

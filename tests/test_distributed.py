@@ -18,8 +18,11 @@ from jobs.manager import read_log_tail, reap, resume, submit
 from jobs.topology import Topology, accelerate_args, job_topology
 from lab.checkpoint import list_checkpoints
 from lab.store import Store, wait_for
+from lab import precision
 
 STEPS = 16
+# what `mixed_precision: auto` resolves to on this CPU (the run's device text names it)
+AUTO_PRECISION = precision.label(precision.resolve("auto", "cpu"))
 
 
 def _ended(store: Store, rid: str) -> bool:
@@ -70,7 +73,7 @@ def _losses(store: Store, rid: str) -> list[float]:
 
 def test_two_processes_of_batch_2_match_one_process_of_batch_4(ntp_runs):
     store, ids = ntp_runs
-    assert store.get_run(ids["2x2"])["device"] == "cpu × 2 processes (gloo, 1 thread each)"
+    assert store.get_run(ids["2x2"])["device"] == f"cpu × 2 processes (gloo, 1 thread each, {AUTO_PRECISION})"
     assert store.get_run(ids["1x4"])["device"].startswith("cpu × 1 process (")
     assert _losses(store, ids["2x2"]) == pytest.approx(_losses(store, ids["1x4"]), rel=1e-4)
     # Tokens and FLOPs are summed over the ranks: the same totals as one process of batch 4.
@@ -177,7 +180,7 @@ def test_two_machine_launch_on_localhost_finishes_with_one_set_of_rows(data_dir)
     assert [m.returncode for m in machines] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     run = store.get_run(launch.run_id)
     assert run["status"] == "finished" and run["started_at"] is not None, run["error"]
-    assert run["device"] == "cpu × 2 processes (gloo, 1 thread each)"
+    assert run["device"] == f"cpu × 2 processes (gloo, 1 thread each, {AUTO_PRECISION})"
     assert store.metrics([launch.run_id], ["loss"])["step"].tolist() == [1, 2, 3]
     tokens = store.tokens(launch.run_id)
     assert not tokens.empty and not tokens.duplicated(["step", "sample", "position"]).any()
@@ -221,7 +224,7 @@ def test_fsdp_on_a_machine_without_gpus_is_refused_before_queueing(data_dir):
 def test_launch_page_sets_processes_and_exports_a_multi_machine_launch(tmp_path, monkeypatch):
     from conftest import app_page
     at = app_page("pages/launch.py", tmp_path, monkeypatch)
-    at.selectbox(key="preset").set_value("quick CPU demo (tiny-random, 30 steps)").run()
+    at.selectbox(key="preset").set_value("quick-cpu").run()
     at.number_input(key="f_num_processes").set_value(2).run()
     assert "--num-processes 2" in at.code[0].value
     at.number_input(key="f_num_machines").set_value(3).run()
