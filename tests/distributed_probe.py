@@ -2,6 +2,7 @@
 data-parallel helpers of lab/distributed.py on values that differ by rank. Prints one JSON
 line per rank."""
 import json
+import sys
 
 import torch
 from accelerate import Accelerator
@@ -20,7 +21,10 @@ try:
     diverged = None
 except LabError as e:
     diverged = str(e)
-print(json.dumps({"rank": r, "world": acc.num_processes, "backend": torch.distributed.get_backend(),
+# one write per line: print() writes the text and the newline separately, so two ranks'
+# lines could interleave on the shared pipe
+sys.stdout.write(json.dumps({"rank": r, "world": acc.num_processes, "backend": torch.distributed.get_backend(),
                   "loss": loss, "tokens": tokens, "flops": flops, "metrics": reduced,
                   "seed": distributed.rank_seed(7, acc), "diverged": diverged,
-                  "device": distributed.device_text(acc)}), flush=True)
+                  "device": distributed.device_text(acc)}) + "\n")
+sys.stdout.flush()
