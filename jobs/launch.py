@@ -20,7 +20,11 @@ def worker_returncode(error: BaseException) -> int | None:
     if isinstance(error, subprocess.CalledProcessError):          # one process
         return error.returncode
     if getattr(error, "failures", None) and hasattr(error, "get_first_failure"):   # several
-        return int(error.get_first_failure()[1].exitcode)         # the root cause
+        # A rank killed by a signal is the root cause even when another rank, failing on the
+        # broken connection, was recorded first.
+        codes = [int(f.exitcode) for f in error.failures.values()]
+        killed = [c for c in codes if c < 0]
+        return killed[0] if killed else int(error.get_first_failure()[1].exitcode)
     return None
 
 

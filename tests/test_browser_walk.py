@@ -77,6 +77,7 @@ def test_walk_every_page(tmp_path, monkeypatch):
         assert store.get_run(qs)["status"] == "finished", store.get_run(qs)["error"]
         page.goto(url + f"/forking?run={qs}")
         page.get_by_text("Entropy histogram").wait_for()
+        page.locator("span[title^='pos']").first.wait_for()          # the tokens render after the title
         assert page.locator("span[title^='pos']").count() == 48
         shot(page, "walk_forking")
         page.goto(url + f"/thoughts?run={qs}")
