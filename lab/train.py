@@ -63,14 +63,15 @@ def make_accelerator(mixed_precision: str, cpu: bool = False, log_with: list[str
     trackers (lab/trackers.py) writing under `project_dir`."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
-    state = PartialState(cpu=cpu or distributed.accelerator_kwargs()["cpu"])
+    cpu = cpu or distributed.accelerator_kwargs()["cpu"]   # CPU ranks must join one gloo group
+    state = PartialState(cpu=cpu)
     resolved = precision.resolve(mixed_precision, state.device.type)
     earlier = AcceleratorState._shared_state.get("_mixed_precision")
     if earlier not in (None, resolved) and state.num_processes == 1:
         # accelerate keeps one state per process; an earlier in-process run (tests, the
         # benchmark) may have used another precision, and one process trains one run at a time.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=resolved, cpu=cpu or distributed.accelerator_kwargs()["cpu"],
+    return Accelerator(mixed_precision=resolved, cpu=cpu,
                        log_with=log_with or None, project_dir=project_dir)
 
 
