@@ -55,7 +55,7 @@ run: model
 
 # The lab on a finished example experiment, opening on its results. The experiment (14 small
 # tiny-random jobs, preset demo-cpu) is made once in $(DEMO_DATA) and reused by later calls;
-# making it took 36 min on the shared 2-core machine at load ~20 (time depends on hardware).
+# making it took 1 min 43 s on the quiet 2-core machine (time depends on hardware and load).
 demo: model
 	HF_HUB_OFFLINE=$(HF_OFFLINE) $(BIN)/python -m lab demo --data-dir $(DEMO_DATA)
 	HF_HUB_OFFLINE=$(HF_OFFLINE) THOUGHTLAB_DATA_DIR=$(DEMO_DATA) THOUGHTLAB_DEMO=1 $(BIN)/streamlit run app.py \

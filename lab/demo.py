@@ -2,11 +2,16 @@
 (the `demo-cpu` preset), made once and reused, so the lab never opens on an empty page."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lab.errors import LabError
 
 PRESET = "demo-cpu"
+# The demo's jobs are tiny (tiny-random, a few steps): each is mostly process start-up, which
+# is single-threaded, so two at once on a 2-core machine halve the wait (3.0 -> 1.7 min,
+# measured with `time python -m lab demo`). THOUGHTLAB_CPU_JOBS set by the user wins.
+DEMO_CPU_JOBS = "2"
 
 
 def finished_demo(data_dir: str | Path) -> str | None:
@@ -30,6 +35,7 @@ def ensure_demo(data_dir: str | Path) -> str:
         return found
     from lab.experiments import launch, load_preset
     from lab.experiments.cli import follow
+    os.environ.setdefault("THOUGHTLAB_CPU_JOBS", DEMO_CPU_JOBS)     # inherited by its jobs
     exp = launch(load_preset(PRESET), data_dir, command=f"python -m lab demo --data-dir {data_dir}")
     print(f"demo: running experiment {exp} (preset {PRESET}); it is kept for the next `make demo`", flush=True)
     if follow(exp, str(data_dir)) != 0:

@@ -44,3 +44,49 @@ class Progress:
         self.update(self.total)
         if self.stream is not None and getattr(self.stream, "isatty", lambda: False)():
             self.stream.write("\n")
+
+
+# ---- progress inside one training step --------------------------------------------------------
+# A Quiet-STaR or RL step can take minutes on a CPU. Objectives say where it stands
+# (`step_note("thought pass 3/6")`, `step_note("rollout: 40/64 tokens")`); the training loop
+# installs a receiver that writes the run's phase and the log (throttled). Outside a training
+# step (evaluation, the Playground) there is no receiver and a note costs a short string.
+_step_receiver: Callable[[str], None] | None = None
+NOTE_EVERY_S = 5.0            # a step shorter than this writes no note
+
+
+def step_note(text: str) -> None:
+    """Report progress inside the current training step; a no-op when nobody listens."""
+    if _step_receiver is not None:
+        _step_receiver(text)
+
+
+class StepNotes:
+    """The training loop's receiver: `with StepNotes(write, max_steps) as notes:`, and
+    `notes.start_step(n)` before each step.
+    `write(text)` gets 'step n/N: <note>' at most every `every_s` seconds, so only long steps
+    write any; `wrote` says whether the current step did (the loop then restores the phase)."""
+
+    def __init__(self, write: Callable[[str], None], max_steps: int, every_s: float | None = None) -> None:
+        self.write, self.max_steps = write, max_steps
+        self.every_s = NOTE_EVERY_S if every_s is None else every_s
+        self.step, self.wrote = 0, False
+        self._last = time.monotonic()
+
+    def start_step(self, step: int) -> None:
+        self.step, self.wrote, self._last = step, False, time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:      # only steps long enough to need it
+            self._last, self.wrote = now, True
+            self.write(f"step {self.step}/{self.max_steps}: {text}")
+
+    def __enter__(self) -> "StepNotes":
+        global _step_receiver
+        self._previous, _step_receiver = _step_receiver, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _step_receiver
+        _step_receiver = self._previous

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from lab import experiments as ex
 from lab.errors import LabError
-from lab.experiments import results
+from lab.experiments import results, takeaways
 from lab.experiments.compare import compare_pairs, seed_pairs
 from lab.experiments.summary import experiment_summary
 from lab.figures import (BAND, arm_colors, band_curves_figure, curves_figure, deltas_figure,  # noqa: F401
@@ -99,7 +99,7 @@ CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.5}
 h1{margin-bottom:.2em} h2{border-bottom:2px solid #eee;padding-bottom:.2em;margin-top:2em}
-.sub{color:#666;margin-top:0} .note{background:#f6f8fa;border-left:4px solid #1f77b4;padding:.6em 1em}
+.sub{color:#666;margin-top:0} .takeaway{font-style:italic;color:#333} .note{background:#f6f8fa;border-left:4px solid #1f77b4;padding:.6em 1em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1em} th,td{border:1px solid #ddd;
 padding:4px 8px;text-align:left;vertical-align:top} th{background:#fafafa}
 .thought{border:1px solid #e3e3e3;border-radius:6px;padding:.6em 1em;margin:.6em 0}
@@ -218,6 +218,7 @@ def _pooled_section(doc: _Doc, d: pd.DataFrame, title: str, what: str, colors: d
     for primary, what in ((True, ""), (False, " — sensitive metrics (NLL, lower is better)")):
         if (d["primary"] == primary).any():
             doc.fig(pooled_deltas_figure(d[d["primary"] == primary], title + what, colors))
+            doc.p(takeaways.deltas(d[d["primary"] == primary]), "takeaway")
     doc.table(pooled_table(d))
 
 
@@ -364,6 +365,7 @@ def experiment_report_html(store: Store, experiment_id: str, progress: Callback 
         for hib in (True, False):
             if (scores["higher_is_better"] == hib).any():
                 doc.fig(seed_scores_figure(scores, higher_is_better=hib, colors=colors))
+                doc.p(takeaways.scores(scores, hib), "takeaway")
         doc.table(score_display(scores))
     _pooled_section(doc, vs_ref, "Each arm vs the reference (NTP)",
                     "The central comparison: each arm's final checkpoints against the reference arm "
@@ -390,6 +392,7 @@ def experiment_report_html(store: Store, experiment_id: str, progress: Callback 
         for metric, title in CURVES:
             if (df["name"] == metric).any():
                 doc.fig(band_curves_figure(df, metric, run_arm, names, x="flops", title=title, colors=colors))
+                doc.p(takeaways.curve(df, metric, run_arm, names, title), "takeaway")
     for arm, g in arm_runs.groupby("arm", sort=False):
         if g["objective"].iloc[0] == "ntp":
             continue

@@ -30,6 +30,7 @@ from lab import profiling
 from lab.entropy import entropy_from_logp
 from lab.flops import forward_flops
 from lab.records import sequence_records
+from lab.progress import step_note
 from lab.sampling import sample_next, stop_token_mask
 
 
@@ -166,6 +167,7 @@ def sample_groups(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, g
         stop = ["length"] * n
         toks, lps, real = [], [], []
         for k in range(max_new_tokens):
+            step_note(f"sampling: token {k + 1}/{max_new_tokens} of {n} rollouts")
             tok, lp = sample_next(logits, temperature)
             live = ~done
             tok = torch.where(live, tok, torch.full_like(tok, pad_id))

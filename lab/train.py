@@ -23,7 +23,7 @@ from lab.errors import LabError
 from lab import precision, profiling, trackers
 from lab.models import load_model
 from lab.objectives import get_objective
-from lab.progress import Progress
+from lab.progress import Progress, StepNotes, step_note
 from lab.runlog import RunLogger
 from lab.store import Store
 
@@ -93,12 +93,14 @@ def train_step(objective, micro_batches: Iterable[dict[str, torch.Tensor]], opti
     lab.profiling (no-ops unless the benchmark records)."""
     totals: dict[str, float] = {}
     tokens, flops, loss_sum = 0, 0.0, 0.0
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
+        step_note(f"micro-batch {i + 1}/{grad_accum}: forward" if grad_accum > 1 else "forward")
         with profiling.phase("step"), acc.autocast():
             out = objective.step(batch, record=0)
         if not torch.isfinite(out.loss):
             raise LabError(f"The loss became {out.loss.item()} at step {step}. Lower the "
                            f"learning rate (now {lr}) or check the data.")
+        step_note(f"micro-batch {i + 1}/{grad_accum}: backward" if grad_accum > 1 else "backward")
         with profiling.phase("backward"):
             acc.backward(out.loss / grad_accum)
         loss_sum += out.loss.item() / grad_accum
@@ -193,53 +195,59 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     t_start = time.monotonic() - wall_done
     loss_value, last_step_flops = float("nan"), 0.0
     last_ckpt = ckpt
-    try:
-        for step in range(start_step, cfg.max_steps):
-            if should_stop():
-                break
-            # Compute budget: end when it is spent, or when the next step would overshoot it by
-            # more than half a step (a costly objective's step can be a large share of a small budget).
-            if cfg.max_flops and (flops_done >= cfg.max_flops or
-                                  (last_step_flops and flops_done + last_step_flops / 2 > cfg.max_flops)):
-                last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
+    # A long step (Quiet-STaR's thought passes, RL rollouts) says where it stands in the phase.
+    notes = StepNotes(_phase_writer(store, run_id) if main else (lambda text: None), cfg.max_steps)
+    with notes:
+        try:
+            for step in range(start_step, cfg.max_steps):
+                if should_stop():
+                    break
+                # Compute budget: end when it is spent, or when the next step would overshoot it by
+                # more than half a step (a costly objective's step can be a large share of a small budget).
+                if cfg.max_flops and (flops_done >= cfg.max_flops or
+                                      (last_step_flops and flops_done + last_step_flops / 2 > cfg.max_flops)):
+                    last_ckpt = _checkpoint(data_dir, run_id, step, acc, model, tok, objective, extras,
+                                            optimizer, flops_done, time.monotonic() - t_start, logger, keep)
+                    if main:
+                        store.update_run(run_id, max_steps=step)
+                    break
+                t0 = time.monotonic()
+                lr = lr_at(step, cfg) * objective.lr_multiplier()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                # Thought sampling is reproducible on resume, and each rank draws its own numbers.
+                torch.manual_seed(distributed.rank_seed(cfg.seed * 7919 + step, acc))
+                is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
+                micro_batches = (_micro_batch(windows, step, micro, cfg, acc) for micro in range(cfg.grad_accum))
+                notes.start_step(step + 1)
+                res = train_step(objective, micro_batches, optimizer, acc, trainable,
+                                 grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, step=step + 1, lr=cfg.lr)
+                if notes.wrote and main:
+                    store.update_run(run_id, phase="training")
+                dt = time.monotonic() - t0
+                if is_sample_step and probe is not None:   # every rank: the wrapped model's forward syncs
+                    _record_probe(objective, probe, cfg, step + 1, logger, acc)
+                loss_value, tokens, step_flops, metrics = distributed.reduce_step(
+                    acc, res.loss, res.tokens, res.flops, res.metrics)
+                flops_done += step_flops
+                last_step_flops = step_flops
+                gn = float(res.grad_norm)
+                step_metrics = {"loss": loss_value, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
+                                "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt, **metrics}
+                logger.metrics(step + 1, step_metrics, wall_time=time.monotonic() - t_start, flops=flops_done)
+                trackers.log(acc, step + 1, {**step_metrics, "flops": flops_done})
+                logger.maybe_flush()
+                done = step + 1
+                if done < cfg.max_steps and (done in keep or (
+                        cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+                    last_ckpt = _checkpoint(data_dir, run_id, done, acc, model, tok, objective, extras,
+                                            optimizer, flops_done, time.monotonic() - t_start, logger, keep)
+            else:
+                last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
                                         optimizer, flops_done, time.monotonic() - t_start, logger, keep)
-                if main:
-                    store.update_run(run_id, max_steps=step)
-                break
-            t0 = time.monotonic()
-            lr = lr_at(step, cfg) * objective.lr_multiplier()
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # Thought sampling is reproducible on resume, and each rank draws its own numbers.
-            torch.manual_seed(distributed.rank_seed(cfg.seed * 7919 + step, acc))
-            is_sample_step = (step + 1) % cfg.sample_every == 0 or step == 0 or step + 1 == cfg.max_steps
-            micro_batches = (_micro_batch(windows, step, micro, cfg, acc) for micro in range(cfg.grad_accum))
-            res = train_step(objective, micro_batches, optimizer, acc, trainable,
-                             grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, step=step + 1, lr=cfg.lr)
-            dt = time.monotonic() - t0
-            if is_sample_step and probe is not None:   # every rank: the wrapped model's forward syncs
-                _record_probe(objective, probe, cfg, step + 1, logger, acc)
-            loss_value, tokens, step_flops, metrics = distributed.reduce_step(
-                acc, res.loss, res.tokens, res.flops, res.metrics)
-            flops_done += step_flops
-            last_step_flops = step_flops
-            gn = float(res.grad_norm)
-            step_metrics = {"loss": loss_value, "lr": lr, "grad_norm": gn if math.isfinite(gn) else None,
-                            "tokens_per_s": tokens / max(dt, 1e-9), "step_time_s": dt, **metrics}
-            logger.metrics(step + 1, step_metrics, wall_time=time.monotonic() - t_start, flops=flops_done)
-            trackers.log(acc, step + 1, {**step_metrics, "flops": flops_done})
-            logger.maybe_flush()
-            done = step + 1
-            if done < cfg.max_steps and (done in keep or (
-                    cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
-                last_ckpt = _checkpoint(data_dir, run_id, done, acc, model, tok, objective, extras,
-                                        optimizer, flops_done, time.monotonic() - t_start, logger, keep)
-        else:
-            last_ckpt = _checkpoint(data_dir, run_id, cfg.max_steps, acc, model, tok, objective, extras,
-                                    optimizer, flops_done, time.monotonic() - t_start, logger, keep)
-    except BaseException:
-        logger.flush_quietly()   # a cancel or a crash keeps every step it logged
-        raise
+        except BaseException:
+            logger.flush_quietly()   # a cancel or a crash keeps every step it logged
+            raise
     logger.flush()
     trackers.end(acc)
     distributed.assert_same_on_all_ranks(acc, objective.state_tensors(), f"{cfg.objective}'s objective state")
@@ -247,16 +255,24 @@ def train(cfg: RunConfig, run_id: str, store: Store, *,
     return TrainResult(steps=logger.step, final_loss=loss_value, checkpoint=last_ckpt)
 
 
+def _phase_writer(store: Store, run_id: str) -> Callable[[str], None]:
+    """Show what a job is doing on the Runs page (its phase) and in its log."""
+    def write(text: str) -> None:
+        print(f"[train] {text}", flush=True)
+        store.update_run(run_id, phase=text[:200])
+    return write
+
+
 def _phase_reporter(store: Store, run_id: str) -> Callable[[float, str], None]:
-    """What a job is doing before its first step (loading, packing with ETA), for the Runs
-    page and the log; written at most every 2 s."""
+    """What a job is doing before its first step (loading, packing with ETA), written at most
+    every 2 s."""
     last = [0.0]
+    write = _phase_writer(store, run_id)
 
     def report(frac: float, text: str) -> None:
         if time.monotonic() - last[0] >= 2.0 or frac in (0.0, 1.0):
             last[0] = time.monotonic()
-            print(f"[train] {text}", flush=True)
-            store.update_run(run_id, phase=text[:200])
+            write(text)
     return report
 
 

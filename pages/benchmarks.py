@@ -17,6 +17,7 @@ from lab.errors import LabError
 from lab.evaluation import BENCHMARKS, THOUGHT_MODES, EvalSpec, prompts
 from lab.evaluation.runner import run_id_of
 from lab.experiments import results as xr
+from lab.experiments import takeaways
 from lab.experiments.summary import experiment_summary
 from lab.figures import arm_colors, band_curves_figure, pooled_deltas_figure, seed_scores_figure
 from lab.models import PRESETS as MODEL_PRESETS
@@ -113,6 +114,7 @@ def score_charts(scores: pd.DataFrame, colors: dict[str, str], key: str) -> None
         if (scores["higher_is_better"] == hib).any():
             st.plotly_chart(seed_scores_figure(scores, higher_is_better=hib, colors=colors),
                             width="stretch", key=f"{key}_scores_{hib}")
+            st.caption(takeaways.scores(scores, hib))
     with st.expander("Scores table (every seed)"):
         st.dataframe(report.score_display(scores), hide_index=True, width="stretch",
                      column_config={c: SCORE for c in ("mean", "sd", "min", "max")})
@@ -128,6 +130,7 @@ def pooled_view(d: pd.DataFrame, title: str, colors: dict[str, str], key: str) -
         if not part.empty:
             st.plotly_chart(pooled_deltas_figure(part, title + what, colors), width="stretch",
                             key=f"{key}_{primary}")
+            st.caption(takeaways.deltas(part))
     st.dataframe(report.pooled_table(d), hide_index=True, width="stretch",
                  column_config={c: SCORE for c in ("delta", "CI low", "CI high", "seed sd")})
 
@@ -288,10 +291,12 @@ def experiment_view() -> None:
         metrics = store().metrics(train["id"].tolist(), [m for m, _ in CURVES])
         shown = [(m, t) for m, t in CURVES if (metrics["name"] == m).any()]
         cols = st.columns(2)
+        run_arm = dict(zip(train["id"], train["arm"]))
         for i, (m, t) in enumerate(shown):
-            cols[i % 2].plotly_chart(band_curves_figure(metrics, m, dict(zip(train["id"], train["arm"])),
-                                                        names, x="flops", title=t, colors=colors),
+            cols[i % 2].plotly_chart(band_curves_figure(metrics, m, run_arm, names, x="flops", title=t,
+                                                        colors=colors),
                                      width="stretch", key=f"bm_curve_{m}")
+            cols[i % 2].caption(takeaways.curve(metrics, m, run_arm, names, t))
     drill_down(pd.concat([d, thought], ignore_index=True), res, "bm")
     export_buttons(exp, "bm")
 

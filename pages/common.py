@@ -19,6 +19,21 @@ from lab.store import ACTIVE, Store, clean_row
 WINDOW = 400  # tokens rendered at once: long texts are shown window by window
 
 
+def _through_app_navigation() -> None:
+    """When the first visit after the server starts is a direct page URL (/runs), Streamlit
+    runs pages/runs.py alone in its old pages-folder mode: no sidebar, and a raw list of every
+    file in pages/. app.py's st.navigation switches that mode off for the whole server, so
+    switch it off here and rerun the same URL through app.py. (Streamlit keeps the mode in a
+    class flag; it is checked once, when a page first imports this module.)"""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_through_app_navigation()
+
+
 def data_dir() -> str:
     return os.environ.get("THOUGHTLAB_DATA_DIR", "data")
 
@@ -273,7 +288,9 @@ def progress_text(run: dict[str, Any]) -> tuple[float, str]:
     elapsed = (datetime.utcnow() - pd.Timestamp(started).to_pydatetime()).total_seconds()
     per_step = recent_step_time(run["id"]) if run.get("kind", "train") == "train" else None
     eta = (per_step or elapsed / step) * (total - step)
-    return frac, f"running · step {step}/{total} · {elapsed:.0f}s elapsed · ETA {eta:.0f}s"
+    phase = str(run.get("phase") or "")
+    inside = f" · now {phase}" if phase.startswith("step ") else ""   # a long step's progress note
+    return frac, f"running · step {step}/{total} · {elapsed:.0f}s elapsed · ETA {eta:.0f}s{inside}"
 
 
 def show_config(run: dict[str, Any]) -> None:

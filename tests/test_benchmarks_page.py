@@ -58,6 +58,11 @@ def test_experiment_results_render_seeds_bands_and_the_summary(filled, monkeypat
     seeds = [t for t in drawn if t["type"] == "scatter" and t.get("name", "").endswith("(seeds)")]
     assert seeds and all(len(t["x"]) == 2 * len({*t["x"]}) for t in seeds)   # one dot per seed
     assert any(t.get("fill") == "toself" for t in drawn)                     # a band across seeds
+    # A plain-language takeaway under every chart: 2 score charts, 2 forest plots (own score and
+    # the NLL metrics) vs NTP, the thought-mode plots, and each training curve.
+    notes = [c.value for c in at.caption if c.value.startswith("Takeaway: ")]
+    assert len(notes) == len(at.get("plotly_chart")), notes
+    assert any("comparisons, " in n for n in notes) and any("first → last" in n for n in notes)
     frames = [f.value for f in at.dataframe]
     pooled = next(f for f in frames if "seed sd" in f.columns)
     assert {"seed sd", "verdict", "CI low", "CI high"} <= set(pooled.columns)

@@ -101,3 +101,16 @@ def test_demo_reuses_a_finished_experiment_and_ignores_unfinished_ones(data_dir)
     assert finished_demo(data_dir) == "exp-done"
     assert ensure_demo(data_dir) == "exp-done"                    # nothing is started again
     assert len(store.list_runs(kind=None)) == 4
+
+
+def test_progress_line_shows_where_a_long_step_stands():
+    from datetime import datetime, timedelta
+
+    from pages.common import progress_text
+    run = dict(id="r", kind="eval", status="running", step=3, max_steps=10,
+               started_at=datetime.utcnow() - timedelta(seconds=30), phase="step 4/10: thought pass 2/6")
+    frac, text = progress_text(run)
+    assert frac == 0.3 and text.startswith("running · step 3/10 · ")
+    assert text.endswith("· now step 4/10: thought pass 2/6")
+    assert "now" not in progress_text({**run, "phase": "training"})[1]
+    assert progress_text({**run, "step": 0})[1] == "running · step 4/10: thought pass 2/6"

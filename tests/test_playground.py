@@ -252,12 +252,14 @@ def test_browser_types_text_and_sees_coloured_tokens(tmp_path):
     from browser import browser_page, lab_server, set_number, shot, wait_idle
     sentence = "The cat sat on the mat because it was warm, and then it fell asleep in the sun."
     with lab_server(tmp_path) as url, browser_page(height=2300) as p:
-        # Through app.py's navigation, as a user arrives: wait for it to replace Streamlit's
-        # default pages/ listing, which a direct /playground URL would get (see the report).
-        p.goto(url)
-        p.get_by_text("Launch a training run").wait_for()
-        p.get_by_role("link", name="Playground", exact=True).click()
+        # A direct page URL as the server's first visit: Streamlit would run pages/playground.py
+        # alone (its old pages-folder mode, a raw list of pages/ files and no sidebar) unless
+        # the page reruns through app.py's navigation (pages/common.py).
+        p.goto(url + "/playground")
         p.get_by_role("heading", name="Playground").wait_for()
+        p.get_by_role("link", name="Forking tokens", exact=True).wait_for()      # app.py's navigation
+        p.get_by_text("Token-level reasoning objectives during pretraining").wait_for()  # its sidebar
+        assert p.get_by_role("link", name="experiment form").count() == 0     # not the raw listing
         wait_idle(p)
         box = p.get_by_label("Text", exact=True)
         box.fill(sentence)

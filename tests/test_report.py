@@ -83,6 +83,7 @@ def test_experiment_report_has_the_answer_seeds_deltas_and_controls(finished):
     budget = ex.compute_table(store, exp)["budget_flops"].max()
     assert f"{budget:.3g}" in doc
     assert "Quiet-STaR vs NTP on math-test (accuracy)" in doc       # the summary, in words
+    assert doc.count("<p class='takeaway'>Takeaway: ") >= doc.count("class=\"plotly-graph-div\"") - 1
 
 
 def test_reports_of_unknown_ids_say_so(finished):

@@ -141,3 +141,27 @@ def test_objective_params_are_coerced_to_their_types():
     assert cfg.params["warmup_lr"] == 1e-4 and cfg.params["group_size"] == 4
     with pytest.raises(LabError, match="rpt group_size must be a whole number"):
         RunConfig.from_dict(dict(objective="rpt", params={"group_size": "many"})).validate()
+
+
+@pytest.mark.parametrize("objective,params,expect", [
+    ("quiet-star", {"n_ahead": 4, "n_ahead_talk": 2, "n_passes": 1}, "thought pass 1/4"),
+    ("rlp", {"group_size": 2, "max_thought_tokens": 4}, "sampling: token 1/4 of"),
+])
+def test_a_long_step_reports_where_it_stands(data_dir, monkeypatch, capsys, objective, params, expect):
+    """Inside one step: the thought pass or rollout token, in the log and the run's phase; the
+    phase goes back to 'training' after the step. (Notes are throttled: 0 s here.)"""
+    import lab.progress
+    monkeypatch.setattr(lab.progress, "NOTE_EVERY_S", 0.0)
+    store = Store(data_dir).init()
+    cfg = tiny_cfg(objective=objective, params=params, max_steps=2, checkpoint_every=0, n_samples=0)
+    phases = []
+    update = store.update_run
+    monkeypatch.setattr(store, "update_run", lambda rid, **kw: (phases.append(kw.get("phase")), update(rid, **kw))[1])
+    rid = store.create_run(config=cfg.to_dict())
+    train(cfg, rid, store)
+    out = capsys.readouterr().out
+    assert f"[train] step 1/2: {expect}" in out and f"[train] step 2/2: {expect}" in out
+    assert "step 2/2: backward" in out
+    notes = [i for i, p in enumerate(phases) if p and p.startswith("step 2/2: ")]
+    assert notes and phases[notes[-1] + 1] == "training"
+    assert lab.progress._step_receiver is None                   # nothing listens after the run

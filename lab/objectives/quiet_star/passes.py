@@ -59,6 +59,7 @@ import torch
 from lab import profiling
 from lab.errors import LabError
 from lab.objectives.quiet_star.head import QSHead, unwrap
+from lab.progress import step_note
 from lab.sampling import sample_rows, uniform
 
 
@@ -231,6 +232,7 @@ def thought_passes(model, head: QSHead, base: BasePass, input_ids: torch.Tensor,
     talk: list[torch.Tensor] = []
     kept: list[torch.Tensor] = []
     for k in range(1, K + 1):
+        step_note(f"thought pass {k}/{K} ({R * P * M} thought positions)")
         if k == 1:
             x = meta["start"]
         elif k <= S + 1:
