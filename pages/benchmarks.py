@@ -15,6 +15,7 @@ from lab import experiments as ex
 from lab import report
 from lab.errors import LabError
 from lab.evaluation import BENCHMARKS, THOUGHT_MODES, EvalSpec, prompts
+from lab.evaluation.spec import EVAL_PRECISIONS
 from lab.evaluation.runner import run_id_of
 from lab.experiments import results as xr
 from lab.experiments import takeaways
@@ -399,13 +400,18 @@ def eval_form() -> None:
         limit = st.number_input("Items (0 = all)", 0, 100_000, 50, key="ev_limit")
         max_new = st.number_input("Max new tokens (0 = benchmark default)", 0, 4096, 0, key="ev_max_new")
         thought_mode = st.selectbox("Thought mode (Quiet-STaR checkpoints)", THOUGHT_MODES, key="ev_thought")
+        precision = st.selectbox("Precision", EVAL_PRECISIONS, key="ev_precision",
+                                 format_func={"no": "fp32 (comparable with lm-eval)", "bf16": "bf16 autocast (faster)",
+                                              "auto": "auto (bf16 where native)"}.get,
+                                 help="Scores of different precisions differ by themselves: the lab "
+                                      "refuses to compare them.")
         exps = ex.experiments(store())["id"].tolist()
         experiment = st.selectbox("Add to experiment", [""] + exps, key="ev_experiment",
                                   format_func=lambda e: e or "(none)")
     if st.button("Queue evaluation", type="primary", key="ev_submit"):
         rid = run_id_of(model)
         spec = EvalSpec(model=model, benchmark=benchmark, data=data, limit=int(limit),
-                        max_new_tokens=int(max_new), thought_mode=thought_mode, run_id=rid)
+                        max_new_tokens=int(max_new), thought_mode=thought_mode, run_id=rid, precision=precision)
         try:
             job = submit_eval(spec, data_dir(), experiment=experiment)   # waits for a training run
             after = json.loads(store().get_run(job)["config"]).get("after")

@@ -230,6 +230,25 @@ def test_end_to_end_all_benchmarks(evals):
         assert {"reasoning", "final_generation"} <= set(ex)
 
 
+def test_bf16_evaluation_is_opt_in_recorded_and_close_to_fp32(evals):
+    """fp32 is the default (the lm-eval agreement is in fp32); bf16 autocast is recorded in the
+    eval's config and moves a random model's held-out NLL by little."""
+    store, out = evals
+    fp32 = out["heldout-nll"].set_index("metric")["score"]
+    assert json.loads(store.query("SELECT config FROM evals WHERE id = ?", [out["heldout-nll"]["eval_id"].iloc[0]])
+                      ["config"].iloc[0])["precision"] == "fp32"
+    df = run_eval(EvalSpec(model="tiny-random", benchmark="heldout-nll", limit=20, batch_size=8,
+                           precision="bf16"), store)
+    cfg = json.loads(store.query("SELECT config FROM evals WHERE id = ?", [df["eval_id"].iloc[0]])["config"].iloc[0])
+    assert cfg["precision"] == "bf16 autocast" and cfg["spec"]["precision"] == "bf16"
+    bf16 = df.set_index("metric")["score"]
+    assert bf16["nll"] != fp32["nll"] and abs(bf16["nll"] - fp32["nll"]) < 0.05
+    with pytest.raises(LabError, match="different precisions"):
+        compare(store, out["heldout-nll"]["eval_id"].iloc[0], df["eval_id"].iloc[0])
+    assert "precision must be one of no, bf16, auto" in " ".join(
+        EvalSpec(model="tiny-random", benchmark="heldout-nll", precision="fp8").problems())
+
+
 def test_compare(evals):
     store, out = evals
     if "csqa" not in out:

@@ -16,7 +16,9 @@ from lab.errors import LabError
 from lab.evaluation import prompts, stats
 from lab.evaluation.benchmarks import BENCHMARKS, load_items
 from lab.evaluation.scoring import nan_none
-from lab.evaluation.spec import DEVICES, THOUGHT_MODES, EvalSpec
+from lab.evaluation.spec import DEVICES, EVAL_PRECISIONS, THOUGHT_MODES, EvalSpec
+from lab.precision import autocast, label
+from lab.precision import resolve as resolve_precision
 from lab.progress import Progress
 
 SCORE_COLUMNS = ["eval_id", "benchmark", "mode", "metric", "n", "score", "stderr"]
@@ -119,7 +121,9 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
     if use_reference:
         ref = load_model(resolve_model_spec(spec.reference, store), store.data_dir, seed=spec.seed)
         ref_engine = Engine(ref.model.to(device).eval(), ref.tokenizer, device)
-    rows, metrics, info = scoring.score(engine, items, spec, progress, reference=ref_engine)
+    precision = resolve_precision(spec.precision, device.type)
+    with autocast(device.type, precision):
+        rows, metrics, info = scoring.score(engine, items, spec, progress, reference=ref_engine)
     eval_s, cpu_s = time.monotonic() - t1, time.process_time() - c1
     progress.done()
 
@@ -131,7 +135,7 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
               "metric": primary, "higher_is_better": bench.higher_is_better,
               "item_metrics": list(scoring.item_metrics),
               "prompt_version": prompts.PROMPT_VERSION, "max_new_tokens": spec.new_tokens(),
-              "metrics": metrics, "info": info, "device": str(device),
+              "metrics": metrics, "info": info, "device": str(device), "precision": label(precision),
               "model_info": describe(model), "timing": {
                   "load_s": round(load_s, 3), "eval_s": round(eval_s, 3),
                   "cpu_s": round(cpu_s, 3), "threads": torch.get_num_threads(),
@@ -189,6 +193,11 @@ def _write(store, eval_id, run_id, model, benchmark, mode, n, score, err, create
 
 
 # ---- compare ----------------------------------------------------------------------------------
+def eval_precision(config: str | None) -> str:
+    """The precision an eval ran in, from its stored config (evals before the setting: fp32)."""
+    return json.loads(config or "{}").get("precision", "fp32")
+
+
 def compare(store, eval_id_a: str, eval_id_b: str, *, seed: int = 0, n_boot: int = 10_000,
             level: float = 0.95) -> dict:
     """Paired comparison of two evals on the items they share: delta = b - a."""
@@ -205,6 +214,10 @@ def compare(store, eval_id_a: str, eval_id_b: str, *, seed: int = 0, n_boot: int
     if not same_family:
         raise LabError(f"Evals {eval_id_a} ({a['benchmark']}) and {eval_id_b} ({b['benchmark']}) "
                        "are on different benchmarks; compare evals of the same items.")
+    pa, pb = eval_precision(a["config"]), eval_precision(b["config"])
+    if pa != pb:
+        raise LabError(f"Evals {eval_id_a} ({pa}) and {eval_id_b} ({pb}) ran in different precisions, "
+                       "which shifts scores by itself; compare evals of the same precision.")
     ia, ib = queries.item_scores(store, eval_id_a), queries.item_scores(store, eval_id_b)
     merged = ia.merge(ib, on="item_id", suffixes=("_a", "_b")).sort_values("item_id", kind="stable")
     if merged.empty:
@@ -249,6 +262,9 @@ def add_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="Quiet-STaR checkpoints: evaluate with thoughts or corrupted thoughts")
     parser.add_argument("--run-id", default=None, help="the training run this eval belongs to")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=EVAL_PRECISIONS, default="no",
+                        help="no = fp32 (default, comparable with lm-evaluation-harness); bf16 or "
+                             "auto (bf16 where native) run under bf16 autocast, faster")
     parser.add_argument("--reference", default="",
                         help="heldout-nll: model whose entropy picks the forking tokens (default: itself)")
     parser.add_argument("--eval-id", default=None, help="id for the eval (default: generated)")
@@ -262,7 +278,7 @@ def spec_from_args(args) -> EvalSpec:
     return EvalSpec(model=args.model, benchmark=args.benchmark, data=args.data, limit=args.limit,
                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=args.seed,
                     thought_mode=args.thought_mode, run_id=args.run_id, device=args.device,
-                    reference=args.reference or "")
+                    reference=args.reference or "", precision=args.precision)
 
 
 def cli_main(args, store) -> int:

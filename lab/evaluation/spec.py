@@ -12,6 +12,7 @@ from lab.evaluation.benchmarks import BENCHMARKS, HELDOUT_BENCHMARKS
 
 THOUGHT_MODES = ("none", "thoughts", "corrupted")
 DEVICES = ("auto", "cpu", "gpu")
+EVAL_PRECISIONS = ("no", "bf16", "auto")
 MAX_NEW_TOKENS_LIMIT = 4096
 
 
@@ -29,6 +30,11 @@ class EvalSpec:
     device: str = "auto"             # auto (GPU when there is one) | cpu | gpu
     reference: str = ""              # heldout-nll: model whose entropy picks forking tokens
                                      # ("" = the evaluated model itself)
+    # fp32 by default: evaluation is the measuring instrument, checked item by item against
+    # lm-evaluation-harness, and scores of different precisions must not be compared. "bf16"
+    # (or "auto": bf16 where native) runs it under bf16 autocast: 2.5x CSQA items/s on the
+    # AMX CPU (docs/benchmarks.md); compare such evals only with evals of the same precision.
+    precision: str = "no"            # no (fp32) | bf16 | auto
     extra: dict[str, Any] = field(default_factory=dict)   # free-form notes stored in config
 
     def __post_init__(self) -> None:
@@ -84,6 +90,8 @@ class EvalSpec:
             out.append(f"thought_mode must be one of {', '.join(THOUGHT_MODES)} (got {self.thought_mode!r})")
         if self.device not in DEVICES:
             out.append(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.precision not in EVAL_PRECISIONS:
+            out.append(f"precision must be one of {', '.join(EVAL_PRECISIONS)} (got {self.precision!r})")
         if self.benchmark in BENCHMARKS:
             if self.reference and not BENCHMARKS[self.benchmark].scoring.uses_reference:
                 out.append("reference (the entropy model) is used by heldout-nll only")

@@ -196,7 +196,7 @@ def _eval(spec: ExperimentSpec, key: str, arm: str, seed: int | None, name: str,
     ev = spec.evaluation
     specs = [EvalSpec(model=spec.model, benchmark=b, data=spec.data_for(b), limit=spec.limit_of(b),
                       batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                      seed=seed or 0, thought_mode=mode,
+                      seed=seed or 0, thought_mode=mode, precision=ev.precision,
                       extra={**extra, "arm": arm, "seed": seed, "steps_of": extra.get("steps_of", "")})
              for b in benchmarks]
     base_key = base_after[0] if base_after else None

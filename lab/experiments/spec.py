@@ -105,6 +105,7 @@ class Evaluation:
     max_new_tokens: int = 0                   # 0 = each benchmark's default
     batch_size: int = 16
     data: dict[str, str] = field(default_factory=dict)        # {"gsm8k": path, "csqa": path}
+    precision: str = "no"                     # every eval of the experiment: no (fp32) | bf16 | auto
 
 
 @dataclass
@@ -259,6 +260,9 @@ class ExperimentSpec:
                 out.append(f"evaluation.{name} must be >= 0, 0 = all items (got {v})")
         if not 1 <= ev.batch_size <= 1024:
             out.append(f"evaluation.batch_size must be between 1 and 1024 (got {ev.batch_size})")
+        from lab.evaluation.spec import EVAL_PRECISIONS
+        if ev.precision not in EVAL_PRECISIONS:
+            out.append(f"evaluation.precision must be one of {', '.join(EVAL_PRECISIONS)} (got {ev.precision!r})")
         if not 0 <= ev.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             out.append(f"evaluation.max_new_tokens must be between 0 and {MAX_NEW_TOKENS_LIMIT} (got {ev.max_new_tokens})")
         bad_families = sorted(set(ev.data) - {"gsm8k", "csqa"})
