@@ -145,15 +145,14 @@ def test_launching_returns_at_once_and_results_show_the_new_experiment(tmp_path,
 @pytest.mark.timeout(420)
 def test_benchmarks_page_in_a_browser_shows_seeds_and_exports_the_report(filled):
     d, exp = filled
-    with lab_server(d) as url, browser_page(1400, 3000) as pw:
+    # As `make demo` serves it: the lab opens on the experiment's results.
+    with lab_server(d, env={"THOUGHTLAB_DEMO": "1"}) as url, browser_page(1400, 3000) as pw:
         pw.goto(url)
-        pw.get_by_text("Launch a training run").wait_for()   # the app's navigation is drawn
-        wait_idle(pw)
-        pw.get_by_role("link", name="Benchmarks").click()
         pw.get_by_text("Compute: what was matched").wait_for()
         pw.get_by_text("Score per benchmark").first.wait_for()
         wait_idle(pw)
         assert pw.locator(".js-plotly-plot .barlayer .trace").count() >= 5
+        assert pw.get_by_text("Takeaway: ").count() >= 4            # a sentence under each chart
         pw.get_by_role("button", name=re.compile("Export experiment report")).click()
         with pw.expect_download() as dl:
             pw.get_by_role("button", name=re.compile("Download experiment report")).click()
