@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 
 from lab.errors import LabError, storage_full
-from lab.provenance import git_commit, package_versions  # noqa: F401 - re-exported
+from lab.provenance import git_commit, package_versions
 
 DB_NAME = "lab.duckdb"
 ACTIVE = ("queued", "running")

@@ -85,7 +85,8 @@ def run_eval(spec: EvalSpec, store, *, eval_id: str | None = None,
     lab.models.LoadedModel of spec.model) skips loading it again."""
     import torch
     from lab.models import describe, load_model
-    from lab.store import git_commit, new_run_id, now, package_versions
+    from lab.provenance import git_commit, package_versions
+    from lab.store import new_run_id, now
 
     spec.validate()
     bench = BENCHMARKS[spec.benchmark]
